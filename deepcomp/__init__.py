@@ -1,0 +1,6 @@
+"""deepcomp: Deep Compression (Han, Mao, Dally, ICLR 2016) for PyTorch models.
+
+Stages, each a function over plain data and a command:
+``prune`` -> ``quantize`` -> ``encode`` (a ``.dc`` file) -> ``decode``/``load``.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,53 @@
+"""Data-parallel runs under ``torchrun``: PyTorch's own engine, nothing of our own.
+
+A plain single-process run never touches ``torch.distributed``. Under torchrun (``WORLD_SIZE``
+> 1 in the environment) the process group starts on first use: NCCL on CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["setup", "rank", "world_size", "is_main", "all_reduce_sum", "broadcast", "barrier"]
+
+
+def setup(device: torch.device) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    if active():
+        dist.broadcast(t, src)
+    return t
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()

@@ -1,0 +1,68 @@
+"""Storage sizes as the paper counts them (Han et al. 2016, Tables 2-5).
+
+- dense: every floating-point tensor of the state dict at 32 bits (parameters and buffers).
+- pruned: each kept weight costs 32 value bits plus its relative index (8 bits in conv layers,
+  5 in fc layers), filler entries included; layers that were not pruned stay dense.
+- quantized: each kept weight costs ``bits`` (its cluster index) plus the relative index, and
+  each layer adds its codebook of ``2**bits`` float32 centroids. A quantized layer that was not
+  pruned stores only cluster indices.
+Everything that is not a prunable weight (biases, batch norm) counts as dense float32. Row
+pointers and file headers are not counted here, as in the paper; the encoded stage's size is the
+real ``.dc`` file, every byte counted.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .sparse import as_2d, default_index_bits, entries, is_prunable_weight
+
+__all__ = ["dense_bytes", "layer_sizes", "stage_sizes"]
+
+
+def dense_bytes(state_dict: dict) -> int:
+    return 4 * sum(t.numel() for t in state_dict.values() if t.is_floating_point())
+
+
+def layer_sizes(sf, index_bits: dict | None = None) -> list[dict]:
+    """One row per prunable weight: counts, bits and the paper's P+Q size in bits."""
+    rows = []
+    for name, w in sf.state_dict.items():
+        if not is_prunable_weight(name, w):
+            continue
+        n = w.numel()
+        mask = sf.masks.get(name)
+        q = sf.quant.get(name)
+        ibits = (index_bits or {}).get(name, default_index_bits(w))
+        wbits = int(q["bits"]) if q else 32
+        codebook_bits = 32 * int(q["codebook"].numel()) if q else 0
+        if mask is None:
+            kept, stored, ibits_used = n, n, 0
+        else:
+            m = mask.numpy().reshape(as_2d(w.shape))
+            kept = int(m.sum())
+            stored = min(entries(m, "csr", ibits), entries(m, "csc", ibits))
+            ibits_used = ibits
+        bits = stored * (wbits + ibits_used) + codebook_bits
+        rows.append({"name": name, "shape": list(w.shape), "weights": n, "kept": kept,
+                     "kept_share": kept / n, "weight_bits": wbits, "index_bits": ibits_used,
+                     "entries": stored, "bits": bits, "ratio": 32 * n / max(bits, 1)})
+    return rows
+
+
+def stage_sizes(sf) -> dict:
+    """Totals for a stage: parameter count, non-zeros, dense bytes and the paper-style bytes."""
+    layers = layer_sizes(sf)
+    layer_names = {r["name"] for r in layers}
+    other_bits = 32 * sum(t.numel() for k, t in sf.state_dict.items()
+                          if t.is_floating_point() and k not in layer_names)
+    total_bits = other_bits + sum(r["bits"] for r in layers)
+    dense = dense_bytes(sf.state_dict)
+    prunable = sum(r["weights"] for r in layers)
+    kept = sum(r["kept"] for r in layers)
+    params = sum(t.numel() for k, t in sf.state_dict.items()
+                 if t.is_floating_point() and "running_" not in k)
+    nbytes = int(np.ceil(total_bits / 8))
+    return {"params": params, "prunable": prunable, "kept": kept,
+            "nonzero_share": kept / max(prunable, 1), "dense_bytes": dense,
+            "bytes": nbytes, "ratio": dense / max(nbytes, 1)}
