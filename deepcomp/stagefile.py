@@ -95,8 +95,10 @@ def _torch_load(path: str):
         msg = str(e)
         if "Unsupported global" in msg:
             why = "it holds Python objects that weights_only=True refuses to unpickle"
+        elif "Weights only load failed" in msg:
+            why = "not a torch.save file"
         else:
-            why = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+            why = msg.strip().splitlines()[0][:120] if msg.strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
 
 
