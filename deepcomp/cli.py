@@ -34,14 +34,17 @@ def add_device_arg(p):
                    help="where to compute (default: cuda if present, else cpu)")
 
 
-def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs"):
+def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs",
+                   skip_epochs_lr=False):
     """The options of TrainConfig, as ``--{prefix}epochs`` etc. Defaults None mean: the stage's."""
     from .train import TrainConfig
     d = TrainConfig()
-    p.add_argument(f"--{prefix}epochs", type=int, default=epochs if epochs is not None else d.epochs,
-                   help=f"{help_epochs} (default: %(default)s)")
-    p.add_argument(f"--{prefix}lr", type=float, default=lr,
-                   help="peak learning rate" + (f" (default: {d.lr})" if not prefix else ""))
+    if not skip_epochs_lr:
+        p.add_argument(f"--{prefix}epochs", type=int,
+                       default=epochs if epochs is not None else d.epochs,
+                       help=f"{help_epochs} (default: %(default)s)")
+        p.add_argument(f"--{prefix}lr", type=float, default=lr,
+                       help="peak learning rate" + (f" (default: {d.lr})" if not prefix else ""))
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -146,6 +149,92 @@ def cmd_eval(a):
                    f"  loss {m['loss']:.4f}  ({m['images']} images)")
 
 
+def cmd_prune(a):
+    from .prune import PruneConfig, prune
+    from .stagefile import save_stage
+    sf, data = load_input(a)
+    out = out_path(a)
+    cfg = PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
+                      iterations=a.iterations, retrain_epochs=a.retrain_epochs,
+                      retrain_lr=a.retrain_lr, train=train_config(a, "retrain-", 0.01))
+    res = prune(sf, data, cfg, log=main_print)
+    from . import dist
+    if dist.is_main():
+        save_stage(out, res)
+    rec = res.history[-1]
+    m, z = rec["metrics"], rec["sizes"]
+    main_print(f"pruned {100 * (1 - z['nonzero_share']):.2f}% of {z['prunable']:,} weights: "
+               f"top-1 {m['before']['top1']:.2f}% -> {m['pruned']['top1']:.2f}% (pruned) -> "
+               f"{m['top1']:.2f}% (retrained), {z['ratio']:.1f}x by the paper's count "
+               f"({rec['wall_time']:.0f}s) -> {out}")
+
+
+def cmd_quantize(a):
+    from .quantize import QuantizeConfig, quantize
+    from .stagefile import save_stage
+    sf, data = load_input(a)
+    out = out_path(a)
+    d = QuantizeConfig()
+    cfg = QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed,
+                         finetune=train_config(a, "finetune-", d.finetune.lr))
+    res = quantize(sf, data, cfg)
+    from . import dist
+    if dist.is_main():
+        save_stage(out, res)
+    rec = res.history[-1]
+    m, z = rec["metrics"], rec["sizes"]
+    b, f = m["before_finetune"], m["after_finetune"]
+    bits = sorted(set(rec["config"]["layer_bits"].values()))
+    main_print(f"quantized {len(res.quant)} layers ({'/'.join(map(str, bits))} bits, "
+               f"{cfg.init} init): top-1 {b['top1']:.2f}% -> {f['top1']:.2f}% after "
+               f"{cfg.finetune.epochs} fine-tuning epoch(s), {z['bytes']:,} bytes, "
+               f"{z['ratio']:.1f}x by the paper's count ({rec['wall_time']:.0f}s) -> {out}")
+
+
+def _write_csv(path, rows):
+    import csv
+    import io
+    from .stagefile import atomic_write
+    buf = io.StringIO()
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(buf, keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def cmd_sensitivity(a):
+    from .analysis import parse_range, sensitivity, subset
+    from .plots import plot_sensitivity
+    sf, data = load_input(a)
+    data = subset(data, a.max_images)
+    grid = parse_range(a.sparsities)
+    print(f"{'layer':32s} " + " ".join(f"{100 * s:5.0f}%" for s in grid))
+    res = sensitivity(sf, data, grid, device=a.device)
+    _write_csv(a.output + ".csv", [{"layer": n, "sparsity": s, **m}
+                                   for n, row in res.items() for s, m in row.items()])
+    plot_sensitivity(res, a.output + ".png", f"Sensitivity of {sf.arch['name']} on {data.spec} "
+                     f"({len(data.test_y)} test images, no retraining)")
+    print(f"wrote {a.output}.csv and {a.output}.png")
+
+
+def cmd_sweep(a):
+    from .analysis import parse_range, subset, sweep
+    from .plots import plot_sweep
+    sf, data = load_input(a)
+    data = subset(data, a.max_images)
+    retrain = train_config(a, "retrain-", 0.01) if a.retrain_epochs else None
+    if retrain:
+        from .prune import _default_retrain_lr
+        retrain.lr = a.retrain_lr or _default_retrain_lr(sf)
+        retrain.epochs = a.retrain_epochs
+    rows = sweep(sf, data, parse_range(a.sparsities), [m.strip() for m in a.method.split(",")],
+                 retrain, a.device, log=print)
+    _write_csv(a.output + ".csv", rows)
+    plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec}: one-shot pruning")
+    print(f"wrote {a.output}.csv and {a.output}.png")
+
+
 def build_parser():
     p = _Parser(prog="deepcomp", description="Deep Compression for PyTorch models: prune, "
                 "quantize, Huffman-encode, decode, report.")
@@ -171,6 +260,79 @@ def build_parser():
     add_device_arg(s)
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("prune", help="magnitude pruning with retraining (Han et al. 2015)")
+    s.add_argument("input", help="stage file, or a checkpoint with --model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(s)
+    s.add_argument("-o", "--output", required=True, help="stage file to write")
+    s.add_argument("--method", default="std", choices=["std", "global", "layer"],
+                   help="std: threshold = s x std of each layer (default); global: one threshold "
+                        "for a target sparsity; layer: a target sparsity per layer")
+    s.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
+                   help="std method: quality parameter, one value or per layer with globs, "
+                        "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
+    s.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...",
+                   help="global: fraction of weights to prune; layer: per-layer fractions, "
+                        "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
+    s.add_argument("--iterations", type=int, default=1,
+                   help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
+    s.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs per round")
+    s.add_argument("--retrain-lr", type=float, default=None,
+                   help="retraining learning rate (default: a tenth of the training rate)")
+    add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
+    add_device_arg(s)
+    s.set_defaults(fn=cmd_prune)
+
+    s = sub.add_parser("sensitivity", help="prune one layer at a time, no retraining: a table "
+                       "and a PNG of accuracy against sparsity per layer")
+    s.add_argument("input", help="stage file, or a checkpoint with --model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(s)
+    s.add_argument("--sparsities", default="0:0.9:0.1", metavar="START:STOP:STEP|a,b,c",
+                   help="grid of sparsities (default: %(default)s)")
+    s.add_argument("--max-images", type=int, default=None,
+                   help="evaluate on the first N test images only (quicker scans)")
+    s.add_argument("-o", "--output", default="sensitivity",
+                   help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")
+    add_device_arg(s)
+    s.set_defaults(fn=cmd_sensitivity)
+
+    s = sub.add_parser("sweep", help="accuracy against sparsity for several pruning methods")
+    s.add_argument("input", help="stage file, or a checkpoint with --model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(s)
+    s.add_argument("--sparsities", default="0:0.95:0.05", metavar="START:STOP:STEP|a,b,c",
+                   help="sparsities to visit (default: %(default)s)")
+    s.add_argument("--method", default="global,layer", help="comma-separated methods among "
+                   "std, global, layer (default: %(default)s)")
+    s.add_argument("--max-images", type=int, default=None,
+                   help="evaluate on the first N test images only")
+    s.add_argument("--retrain-epochs", type=int, default=0,
+                   help="short retraining at every point (default: 0, none)")
+    s.add_argument("--retrain-lr", type=float, default=None)
+    add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
+    s.add_argument("-o", "--output", default="sweep",
+                   help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")
+    add_device_arg(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("quantize", help="k-means weight sharing with trained centroids "
+                       "(Han et al. 2016, section 3)")
+    s.add_argument("input", help="stage file (pruned or not), or a checkpoint with --model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(s)
+    s.add_argument("-o", "--output", required=True, help="stage file to write")
+    s.add_argument("--bits", default=None, metavar="B|PAT=B,...",
+                   help="bits per weight (2**bits shared values), one value or per layer with "
+                        "globs, e.g. '*=5,conv*=8' (default: the paper's 8 conv, 5 fc)")
+    s.add_argument("--init", default="linear", choices=["linear", "density", "forgy"],
+                   help="centroid initialisation (default: linear, the paper's best)")
+    from .quantize import QuantizeConfig
+    add_train_args(s, prefix="finetune-", epochs=QuantizeConfig().finetune.epochs,
+                   help_epochs="epochs of codebook fine-tuning, 0 for none")
+    add_device_arg(s)
+    s.set_defaults(fn=cmd_quantize)
 
     return p
 

@@ -1,0 +1,127 @@
+"""Pruning analysis: per-layer sensitivity and accuracy-versus-sparsity sweeps.
+
+Both return plain data (Distiller's convention); plots and CSV are made from it separately.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+
+import torch
+
+from .data import Dataset
+from .errors import UsageError
+from .prune import MaskKeeper, apply_masks, compute_masks, prunable_names, sparsity_of
+from .stagefile import StageFile
+from .train import TrainConfig, evaluate, fit
+
+__all__ = ["parse_range", "subset", "sensitivity", "sweep", "std_for_sparsity"]
+
+
+def parse_range(text: str) -> list[float]:
+    """``'0:0.95:0.05'`` (start:stop:step, stop included) or ``'0.5,0.8,0.9'``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if step <= 0:
+                raise ValueError
+            n = int(round((stop - start) / step)) + 1
+            values = [round(start + i * step, 10) for i in range(n)]
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"bad sparsity list {text!r}: use START:STOP:STEP or a,b,c") from None
+    if not values or any(not 0 <= v < 1 for v in values):
+        raise UsageError(f"sparsities must lie in [0, 1): {text!r}")
+    return values
+
+
+def subset(data: Dataset, max_images: int | None) -> Dataset:
+    """The same data set with the test split cut to its first ``max_images`` (for quick scans)."""
+    if not max_images or max_images >= len(data.test_y):
+        return data
+    return replace(data, test_x=data.test_x[:max_images], test_y=data.test_y[:max_images])
+
+
+def sensitivity(sf: StageFile, data: Dataset, sparsities: list[float], layers=None,
+                device="auto", log=print) -> dict:
+    """Prune one layer at a time to each sparsity (no retraining) and evaluate.
+
+    Returns ``{param: {sparsity: {"top1", "top5", "loss"}}}``.
+    """
+    model = sf.build_model()
+    names = layers or prunable_names(model)
+    params = dict(model.named_parameters())
+    result = {}
+    for n in names:
+        original = params[n].detach().clone()
+        result[n] = {}
+        for s in sparsities:
+            masks, _ = compute_masks({n: original}, "layer", {n: s})
+            apply_masks(model, masks)
+            m = evaluate(model, data, device)
+            result[n][s] = {k: m[k] for k in ("top1", "top5", "loss")}
+            with torch.no_grad():
+                params[n].copy_(original)
+        log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
+    return result
+
+
+def std_for_sparsity(weights: dict, target: float) -> float:
+    """The one quality parameter s whose thresholds s*std(layer) prune ``target`` of all weights."""
+    stds = {n: float(w.float().std()) for n, w in weights.items()}
+    lo, hi = 0.0, 1.0
+    while _std_sparsity(weights, stds, hi) < target and hi < 1e6:
+        hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _std_sparsity(weights, stds, mid) < target else (lo, mid)
+    return hi
+
+
+def _std_sparsity(weights, stds, s):
+    pruned = sum(int((w.abs() <= s * stds[n]).sum()) for n, w in weights.items())
+    return pruned / sum(w.numel() for w in weights.values())
+
+
+def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[str],
+          retrain: TrainConfig | None = None, device="auto", log=print) -> list[dict]:
+    """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
+
+    For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
+    methods are compared at equal sparsity. Returns rows of plain dicts.
+    """
+    base = sf.build_model()
+    names = prunable_names(base)
+    weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
+    rows = []
+    for method in methods:
+        if method not in ("std", "global", "layer"):
+            raise UsageError(f"unknown pruning method {method!r}; expected std, global or layer")
+        for s in sparsities:
+            t0 = time.perf_counter()
+            model = copy.deepcopy(base)
+            if method == "std":
+                q = std_for_sparsity(weights, s) if s > 0 else 0.0
+                masks, _ = compute_masks(weights, "std", {n: q for n in names})
+            elif method == "global":
+                masks, _ = compute_masks(weights, "global", s)
+            else:
+                masks, _ = compute_masks(weights, "layer", {n: s for n in names})
+            apply_masks(model, masks)
+            m = evaluate(model, data, device)
+            row = {"method": method, "target": s, "sparsity": round(sparsity_of(masks, names), 6),
+                   "top1": m["top1"], "top5": m["top5"], "loss": m["loss"]}
+            if retrain is not None and retrain.epochs > 0:
+                keeper = MaskKeeper(model, masks)
+                fit(model, data, retrain, after_step=keeper, desc=f"{method} {s:.2f}")
+                keeper.remove()
+                r = evaluate(model, data, device)
+                row.update(retrained_top1=r["top1"], retrained_top5=r["top5"],
+                           retrained_loss=r["loss"])
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            log(f"{method:6s} sparsity {100 * row['sparsity']:6.2f}%  top-1 {row['top1']:6.2f}%"
+                + (f"  retrained {row['retrained_top1']:6.2f}%" if "retrained_top1" in row else ""))
+            rows.append(row)
+    return rows

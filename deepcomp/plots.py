@@ -1,0 +1,59 @@
+"""PNG plots made from plain data (matplotlib, headless). Every function writes one file."""
+from __future__ import annotations
+
+import io
+
+from .stagefile import atomic_write
+
+__all__ = ["plot_sensitivity", "plot_sweep"]
+
+
+def _figure(width=7.0, height=4.5):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt, plt.figure(figsize=(width, height), dpi=110)
+
+
+def save(fig, plt, path):
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def plot_sensitivity(result: dict, path: str, title: str = "Pruning sensitivity") -> None:
+    """One curve per layer: top-1 against the sparsity of that layer alone."""
+    plt, fig = _figure(8, 5)
+    ax = fig.add_subplot()
+    cmap = plt.get_cmap("viridis")
+    names = list(result)
+    for i, name in enumerate(names):
+        xs = sorted(result[name])
+        ax.plot([100 * x for x in xs], [result[name][x]["top1"] for x in xs], marker=".",
+                color=cmap(i / max(len(names) - 1, 1)), label=name.removesuffix(".weight"))
+    ax.set_xlabel("sparsity of the layer (%)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2 if len(names) > 12 else 1, loc="lower left")
+    save(fig, plt, path)
+
+
+def plot_sweep(rows: list[dict], path: str, title: str = "Accuracy against sparsity") -> None:
+    plt, fig = _figure()
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        line, = ax.plot([100 * r["sparsity"] for r in rs], [r["top1"] for r in rs], marker="o",
+                        ms=3, label=f"{method}, no retraining")
+        if "retrained_top1" in rs[0]:
+            ax.plot([100 * r["sparsity"] for r in rs], [r["retrained_top1"] for r in rs],
+                    marker="s", ms=3, ls="--", color=line.get_color(), label=f"{method}, retrained")
+    ax.set_xlabel("sparsity of conv and linear weights (%)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, plt, path)
