@@ -4,3 +4,4 @@ Stages, each a function over plain data and a command:
 ``prune`` -> ``quantize`` -> ``encode`` (a ``.dc`` file) -> ``decode``/``load``.
 """
 __version__ = "0.1.0"
+from .quantize import QuantizeConfig, quantize  # noqa: E402  (stage 2: weight sharing)

@@ -1,0 +1,304 @@
+"""Quantization: k-means weight sharing with trained centroids (Han et al. 2016, section 3).
+
+The kept weights of each convolution and linear layer are clustered into at most ``2**bits``
+groups; each weight is replaced by its cluster's centroid, so the layer stores a small float32
+codebook and one ``bits``-wide index per kept weight. Pruned weights (mask False, or zero where a
+layer has no mask) are not clustered and stay exactly zero: their index is -1.
+
+Fine-tuning (section 3.2) trains the codebooks, not the weights: the forward pass uses
+``codebook[index]``, the gradient of a centroid is the sum of the gradients of the weights
+assigned to it (equation 3; autograd's backward of an index is exactly that sum), and the
+assignments never change. Biases and batch norm, stored as float32 anyway, keep training.
+
+The clustering is one-dimensional, so Lloyd's algorithm runs on the sorted weights: a cluster
+is a contiguous run between the midpoints of neighbouring centroids, found with a binary
+search, and its mean comes from prefix sums; one iteration costs O(k log n) after one sort.
+``tools/bench_kmeans.py`` compares it with scikit-learn's KMeans (docs/QUANTIZE.md).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .data import Dataset
+from .errors import CheckpointError, UsageError
+from .patterns import parse_setting
+from .sizes import stage_sizes
+from .sparse import default_weight_bits, is_prunable_weight
+from .stagefile import StageFile, stage_record
+from .train import TrainConfig, evaluate, fit
+
+__all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_bits",
+           "check_quantized", "INITS", "MAX_BITS", "CodebookWeight"]
+
+INITS = ("linear", "density", "forgy")
+MAX_BITS = 15          # indices are int16 with -1 for pruned weights: at most 2**15 clusters
+_PAPER = object()      # marks a layer that no --bits pattern names: it takes the paper's default
+
+
+def _finetune_default() -> TrainConfig:
+    # Measured in docs/QUANTIZE.md: one epoch recovers most of what quantization loses on
+    # LeNet-300-100 and ResNet-20. The lr is small because a centroid's gradient is the *sum*
+    # over its weights (eq. 3), hundreds to thousands of times one weight's gradient.
+    return TrainConfig(epochs=1, lr=1e-3)
+
+
+@dataclass
+class QuantizeConfig:
+    """Options of :func:`quantize`; the defaults are the paper's (section 3, Figure 8)."""
+    bits: str | int | None = None   # None: 8 bits for conv, 5 for fc (paper, sec. 3); or '*=5,conv*=8'
+    init: str = "linear"            # linear | density | forgy; linear is the paper's best (Fig. 8)
+    finetune: TrainConfig = field(default_factory=_finetune_default)  # epochs=0: no fine-tuning
+    seed: int = 0                   # forgy's draw
+    max_iter: int = 100_000         # Lloyd iterations per layer, a cap: 1-D iterations cost microseconds
+    tol: float = 0.0                # 0: iterate until no assignment changes; > 0: stop as scikit-learn
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bits"] = None if self.bits is None else str(self.bits)
+        return d
+
+
+# --- one-dimensional k-means -----------------------------------------------------------------
+
+def init_centroids(values, k: int, init: str = "linear", seed: int = 0) -> np.ndarray:
+    """Sorted, distinct initial centroids (at most ``k``) for a 1-D set of values (paper, 3.1).
+
+    - ``linear``: ``k`` points evenly spaced from the minimum to the maximum value; keeps the
+      rare large weights, which matter most (the paper's best).
+    - ``density``: the quantiles ``(i + 0.5) / k``, evenly spaced in the cumulative distribution;
+      crowds centroids where the weights are dense, around zero.
+    - ``forgy``: ``k`` of the values drawn at random without replacement (seeded).
+    Coinciding points (repeated values) are merged, so fewer than ``k`` may come back.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if init not in INITS:
+        raise UsageError(f"unknown centroid init {init!r}; expected {', '.join(INITS)}")
+    if k < 1:
+        raise UsageError(f"k-means needs at least one cluster, got k={k}")
+    if x.size == 0:
+        return np.zeros(0)
+    if init == "linear":
+        c = np.linspace(x.min(), x.max(), k)
+    elif init == "density":
+        c = np.quantile(x, (np.arange(k) + 0.5) / k)
+    else:
+        rng = np.random.default_rng(seed)
+        c = x[rng.choice(x.size, size=min(k, x.size), replace=False)]
+    return np.unique(c)
+
+
+def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int = 100_000,
+              tol: float = 0.0, info: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lloyd's k-means on a 1-D set of values. Returns ``(centroids, labels, inertia)``.
+
+    ``centroids`` are sorted ascending, every one is used by at least one value (clusters that
+    end up empty are dropped, so there are at most ``k``), ``labels[i]`` is the centroid of
+    ``values[i]``, and ``inertia`` is the sum of squared distances. When the values take at most
+    ``k`` distinct values, those are the centroids and the inertia is zero, whatever the init.
+    An empty cluster keeps its centroid during the iterations (it may win values back as its
+    neighbours move). The iterations stop when no assignment changes (a fixed point of Lloyd's
+    algorithm), after ``max_iter``, or, with ``tol > 0``, as scikit-learn stops: when the total
+    squared centroid shift is at most ``tol`` times the variance of the values.
+    ``info``, if given, receives the number of iterations run.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(flat)):
+        raise UsageError("cannot cluster weights that are NaN or infinite")
+    c = init_centroids(flat, k, init, seed)
+    if info is not None:
+        info["iterations"] = 0
+    if flat.size == 0:
+        return c, np.zeros(0, dtype=np.int64), 0.0
+    x = np.sort(flat)
+    distinct = np.unique(x)
+    if distinct.size <= k:                   # every value its own centroid: exact
+        return distinct, np.searchsorted(distinct, flat), 0.0
+    n = x.size
+    csum = np.concatenate([[0.0], np.cumsum(x)])
+    threshold = tol * float(x.var())
+    edges = None
+    it = 0
+    for it in range(1, max_iter + 1):
+        # Cluster j holds the sorted values x[edges[j]:edges[j+1]]; ties at a midpoint go left.
+        new_edges = np.concatenate([[0], np.searchsorted(x, (c[1:] + c[:-1]) / 2, side="right"),
+                                    [n]])
+        if edges is not None and np.array_equal(new_edges, edges):
+            break                            # no assignment changed: converged exactly
+        edges = new_edges
+        counts = np.diff(edges)
+        sums = csum[edges[1:]] - csum[edges[:-1]]
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        shift = float(((new - c) ** 2).sum())
+        c = new
+        if tol > 0 and shift <= threshold:
+            break
+    if info is not None:
+        info["iterations"] = it
+    # Final assignment to the nearest centroid (ties go left, as above), then each centroid is
+    # the mean of what it holds, and unused centroids go.
+    labels = np.searchsorted((c[1:] + c[:-1]) / 2, flat, side="left")
+    counts = np.bincount(labels, minlength=c.size)
+    sums = np.bincount(labels, weights=flat, minlength=c.size)
+    used = counts > 0
+    c = sums[used] / counts[used]
+    labels = (np.cumsum(used) - 1)[labels]
+    inertia = float(((flat - c[labels]) ** 2).sum())
+    return c, labels, inertia
+
+
+# --- fine-tuning ------------------------------------------------------------------------------
+
+class CodebookWeight(nn.Module):
+    """A parametrization: the weight is ``codebook[indices]``, 0 where ``indices == -1``.
+
+    The codebook is the only trainable tensor; autograd's index backward sums the gradients of
+    the weights that share a centroid (paper, equation 3). The indices are a fixed buffer.
+    """
+
+    def __init__(self, codebook: torch.Tensor, indices: torch.Tensor):
+        super().__init__()
+        self.codebook = nn.Parameter(codebook.detach().clone().float())
+        idx = indices.long().clone()
+        idx[idx < 0] = codebook.numel()      # one past the end: the constant zero
+        self.register_buffer("index", idx)
+
+    def lookup(self) -> torch.Tensor:
+        table = torch.cat([self.codebook, self.codebook.new_zeros(1)])
+        return table[self.index]
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return self.lookup().to(original.dtype)
+
+
+def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig) -> tuple[dict, list]:
+    """Train the codebooks of ``model`` in place; return ``(codebooks, epoch history)``.
+
+    Weight decay: ``train.fit`` decays only tensors of 2 or more dimensions, so the 1-D
+    codebooks are not decayed. That is deliberate: the decay of the shared weights, summed as
+    in equation 3, would pull each centroid towards zero in proportion to its population and
+    shrink the large weights that linear initialisation keeps.
+    """
+    modules = dict(model.named_modules())
+    for name, q in quant.items():
+        mod = modules[name.rpartition(".")[0]]
+        parametrize.register_parametrization(mod, "weight", CodebookWeight(q["codebook"], q["indices"]))
+        mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
+    try:
+        history = fit(model, data, cfg, desc="quantize fine-tune")
+    finally:
+        codebooks = {}
+        for name in quant:
+            mod = modules[name.rpartition(".")[0]]
+            p = mod.parametrizations.weight[0]
+            codebooks[name] = p.codebook.detach().float().cpu().clone()
+            expected = p.lookup().detach()
+            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+            mod.weight.requires_grad_(True)
+            if not torch.equal(mod.weight.detach(), expected.to(mod.weight.dtype)):
+                raise RuntimeError(f"{name}: fine-tuned weights differ from codebook[indices]")
+    return codebooks, history
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def layer_bits(state_dict: dict, bits=None) -> dict[str, int]:
+    """Bits per quantized layer (every convolution and linear weight): the paper's default
+    (8 conv, 5 fc) unless a pattern (``'*=5,conv*=8'``, see deepcomp.patterns) says otherwise."""
+    names = [k for k, t in state_dict.items() if is_prunable_weight(k, t)]
+    if not names:
+        raise UsageError("the model has no convolution or linear weights to quantize")
+    out = {k: default_weight_bits(state_dict[k]) for k in names}
+    if bits is not None:
+        setting = parse_setting(bits, int, what="bits", default=_PAPER)
+        bad = setting.unused(names)
+        if bad:
+            raise UsageError(f"--bits pattern(s) match no layer: {', '.join(bad)}")
+        for k, v in setting.resolve(names).items():
+            if v is not _PAPER:
+                out[k] = v
+    for k, v in out.items():
+        if not isinstance(v, int) or not 1 <= v <= MAX_BITS:
+            raise UsageError(f"bits for {k} must be an integer from 1 to {MAX_BITS}, got {v!r}")
+    return out
+
+
+def _kept(sf: StageFile, name: str) -> torch.Tensor:
+    mask = sf.masks.get(name)
+    return mask.bool() if mask is not None else sf.state_dict[name] != 0
+
+
+def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None = None) -> StageFile:
+    """Quantize every convolution and linear weight of ``sf``; fine-tune the codebooks on
+    ``data`` when ``config.finetune.epochs > 0``. Returns a new StageFile: masks kept, ``quant``
+    filled, ``state_dict`` holding ``codebook[indices]`` (0 where pruned) and a history record.
+    ``data=None`` quantizes without measuring accuracy (and cannot fine-tune)."""
+    config = config or QuantizeConfig()
+    if config.init not in INITS:
+        raise UsageError(f"unknown centroid init {config.init!r}; expected {', '.join(INITS)}")
+    if data is None and config.finetune.epochs > 0:
+        raise UsageError("fine-tuning needs data: give a data set or finetune epochs=0")
+    if config.finetune.epochs < 0:
+        raise UsageError(f"fine-tuning epochs must be >= 0, got {config.finetune.epochs}")
+    t0 = time.perf_counter()
+    bits = layer_bits(sf.state_dict, config.bits)
+    state = {k: v.clone() for k, v in sf.state_dict.items()}
+    quant, layers = {}, {}
+    for name, b in bits.items():
+        w = state[name]
+        keep = _kept(sf, name)
+        t1 = time.perf_counter()
+        info = {}
+        centroids, labels, inertia = kmeans_1d(w[keep].double().numpy(), 2 ** b, config.init,
+                                               config.seed, config.max_iter, config.tol, info)
+        indices = torch.full(w.shape, -1, dtype=torch.int16)
+        indices[keep] = torch.from_numpy(labels).to(torch.int16)
+        quant[name] = {"codebook": torch.from_numpy(centroids).float(), "indices": indices,
+                       "bits": b, "init": config.init}
+        layers[name] = {"bits": b, "kept": int(keep.sum()), "clusters": int(centroids.size),
+                        "inertia": inertia, "iterations": info["iterations"], "seconds": round(time.perf_counter() - t1, 4)}
+        state[name] = _lookup(quant[name]).to(w.dtype)
+    out = StageFile(dict(sf.arch), dict(sf.data), state,
+                    {k: v.clone() for k, v in sf.masks.items()}, quant, list(sf.history))
+    metrics, epochs = {}, []
+    if data is not None:
+        model = out.build_model()
+        device = config.finetune.device
+        before = evaluate(model, data, device)
+        metrics = {**before, "before_finetune": {k: before[k] for k in ("top1", "top5", "loss")}}
+        if config.finetune.epochs > 0:
+            codebooks, epochs = _finetune(model, quant, data, config.finetune)
+            for name, cb in codebooks.items():
+                quant[name]["codebook"] = cb
+            fitted = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            for name in quant:
+                fitted[name] = _lookup(quant[name]).to(fitted[name].dtype)
+            out.state_dict = fitted
+            after = evaluate(out.build_model(), data, device)
+            metrics.update(after)
+        metrics["after_finetune"] = {k: metrics[k] for k in ("top1", "top5", "loss")}
+    wall = time.perf_counter() - t0
+    out.history.append(stage_record("quantized", {**config.to_dict(), "layer_bits": bits},
+                                    metrics, stage_sizes(out), wall, layers=layers, epochs=epochs))
+    return out
+
+
+def _lookup(q: dict) -> torch.Tensor:
+    table = torch.cat([q["codebook"].float(), torch.zeros(1)])
+    idx = q["indices"].long()
+    return table[torch.where(idx < 0, q["codebook"].numel(), idx)]
+
+
+def check_quantized(sf: StageFile) -> None:
+    """Raise if a quantized weight differs from its codebook entry or breaks the bit budget."""
+    for name, q in sf.quant.items():
+        if q["codebook"].numel() > 2 ** q["bits"]:
+            raise CheckpointError(f"{name}: {q['codebook'].numel()} centroids exceed {q['bits']} bits")
+        if not torch.equal(sf.state_dict[name].float(), _lookup(q)):
+            raise CheckpointError(f"{name}: weights differ from codebook[indices]")
+
