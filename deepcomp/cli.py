@@ -69,13 +69,13 @@ def load_input(a):
     """The input file (stage file, .dc or foreign checkpoint) and the data set to use with it."""
     from .data import load_data
     from .stagefile import load_stage
-    sf = load_stage(a.input, model=getattr(a, "model", None))
-    spec = a.data or sf.data.get("spec")
-    if not spec:
-        raise UsageError(f"{a.input} does not say which data it was made with: give --data SPEC")
-    data = load_data(spec)
-    if not sf.data.get("spec"):           # a foreign checkpoint: take the data's description
-        sf.data = data.meta()
+    data = load_data(a.data) if a.data else None
+    sf = load_stage(a.input, model=getattr(a, "model", None),
+                    data=data.meta() if data is not None else None)
+    if data is None:
+        if not sf.data.get("spec"):
+            raise UsageError(f"{a.input} does not say which data it was made with: give --data SPEC")
+        data = load_data(sf.data["spec"])
     _check_fit(sf, data)
     return sf, data
 
@@ -339,7 +339,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except SystemExit as e:         # --help, --version, or a usage error already printed
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2

@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+from deepcomp.data import load_data
+from deepcomp.models import create
+from deepcomp.stagefile import StageFile, arch_for
+from deepcomp.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_data("digits")
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(digits):
+    """LeNet-300-100 trained on digits for a few seconds: a baseline StageFile (~97% top-1)."""
+    torch.manual_seed(0)
+    arch = arch_for("lenet300", digits.meta())
+    model = create(arch["name"], **arch["kwargs"])
+    fit(model, digits, TrainConfig(epochs=15, lr=0.05, progress=False))
+    return StageFile.from_model(model, arch, digits.meta())
+
+
+def quiet(**kw):
+    return TrainConfig(progress=False, **kw)

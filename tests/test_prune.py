@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from deepcomp.errors import UsageError
+from deepcomp.prune import MaskKeeper, PruneConfig, compute_masks, prune, prunable_names
+from deepcomp.stagefile import load_stage, save_stage
+from deepcomp.train import TrainConfig, fit
+
+from conftest import quiet
+
+
+def _zeros_match_masks(sf):
+    model = sf.build_model()
+    params = dict(model.named_parameters())
+    for name, mask in sf.masks.items():
+        w = params[name].detach()
+        assert torch.equal(w[~mask], torch.zeros_like(w[~mask]))      # exactly 0.0
+    names = list(sf.masks)
+    zeros = sum(int((params[n] == 0).sum()) for n in names)
+    pruned = sum(int((~sf.masks[n]).sum()) for n in names)
+    return zeros, pruned
+
+
+def test_masked_weights_stay_exactly_zero_through_momentum_and_weight_decay(trained_lenet, digits):
+    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=3,
+                      train=quiet(momentum=0.9, weight_decay=5e-3))
+    out = prune(trained_lenet, digits, cfg, log=lambda *a: None)
+    zeros, pruned = _zeros_match_masks(out)
+    rec = out.history[-1]
+    # the reported sparsity is the count of zeros
+    assert zeros == pruned
+    assert rec["sizes"]["prunable"] - rec["sizes"]["kept"] == zeros
+    assert rec["metrics"]["top1"] >= rec["metrics"]["pruned"]["top1"] - 1   # retraining helps
+
+
+def test_without_the_keeper_momentum_revives_pruned_weights(trained_lenet, digits):
+    """The pitfall MaskKeeper exists for: masking once is not enough."""
+    model = trained_lenet.build_model()
+    w = {n: p for n, p in model.named_parameters() if n in prunable_names(model)}
+    masks, _ = compute_masks(w, "global", 0.8)
+    with torch.no_grad():
+        for n, m in masks.items():
+            w[n].masked_fill_(~m, 0)
+    fit(model, digits, quiet(epochs=1, lr=0.01))
+    revived = sum(int((w[n][~m] != 0).sum()) for n, m in masks.items())
+    assert revived > 0
+    keeper = MaskKeeper(model, masks)
+    fit(model, digits, quiet(epochs=1, lr=0.01), after_step=keeper)
+    assert sum(int((w[n][~m] != 0).sum()) for n, m in masks.items()) == 0
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9])
+def test_global_hits_its_target(trained_lenet, target):
+    out = prune(trained_lenet, None, PruneConfig(method="global", sparsity=str(target)))
+    s = out.history[-1]["sizes"]
+    assert abs((1 - s["nonzero_share"]) - target) < 1e-4
+
+
+def test_layer_hits_each_target_and_overrides_apply(trained_lenet):
+    out = prune(trained_lenet, None, PruneConfig(method="layer", sparsity="*=0.9,fc1=0.5,last=0.2"))
+    layers = out.history[-1]["layers"]
+    assert abs(layers["fc1.weight"]["sparsity"] - 0.5) < 1e-3
+    assert abs(layers["fc2.weight"]["sparsity"] - 0.9) < 1e-3
+    assert abs(layers["fc3.weight"]["sparsity"] - 0.2) < 1e-3
+
+
+def test_std_threshold_is_s_times_std(trained_lenet):
+    out = prune(trained_lenet, None, PruneConfig(method="std", sensitivity="*=1.0,fc3=0"))
+    layers = out.history[-1]["layers"]
+    for name in ("fc1.weight", "fc2.weight"):
+        w = trained_lenet.state_dict[name]
+        assert layers[name]["threshold"] == pytest.approx(float(w.std()), rel=1e-6)
+        expected = float((w.abs() <= w.std()).float().mean())
+        assert layers[name]["sparsity"] == pytest.approx(expected, abs=1e-6)
+    assert layers["fc3.weight"]["sparsity"] == 0
+
+
+def test_iterative_ramps_up_and_keeps_survivors(trained_lenet, digits):
+    out = prune(trained_lenet, digits, PruneConfig(method="global", sparsity="0.9", iterations=3,
+                                                   retrain_epochs=1, train=quiet()),
+                log=lambda *a: None)
+    rounds = out.history[-1]["iterations"]
+    sp = [r["sparsity"] for r in rounds]
+    assert sp[0] < sp[1] < sp[2] and sp[2] == pytest.approx(0.9, abs=1e-4)
+    _zeros_match_masks(out)
+
+
+def test_pruning_a_pruned_file_keeps_old_masks(trained_lenet, tmp_path):
+    first = prune(trained_lenet, None, PruneConfig(method="layer", sparsity="0.5"))
+    save_stage(tmp_path / "p.pt", first)
+    again = prune(load_stage(str(tmp_path / "p.pt")), None, PruneConfig(method="std", sensitivity="0.1"))
+    for n, m in first.masks.items():
+        assert not (again.masks[n] & ~m).any()
+    assert len(again.history) == 2 and [r["stage"] for r in again.history] == ["pruned", "pruned"]
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    (PruneConfig(method="layer", sparsity="*=0.5,conv9=0.3"), "matches no prunable layer"),
+    (PruneConfig(method="global", sparsity="1.5"), r"must be in \[0, 1\)"),
+    (PruneConfig(method="global", sparsity="*=0.5"), "one sparsity"),
+    (PruneConfig(method="magic"), "unknown pruning method"),
+    (PruneConfig(iterations=0), "at least 1"),
+])
+def test_bad_settings(trained_lenet, cfg, msg):
+    with pytest.raises(UsageError, match=msg):
+        prune(trained_lenet, None, cfg)
