@@ -51,8 +51,9 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys, argv, code, msg):
 
 
 def test_mismatched_checkpoint_is_one_line(tmp_path, capsys):
-    torch.save(create("lenet300", img_size=8).state_dict(), tmp_path / "ck.pt")
-    c, _, err = run(capsys, "eval", str(tmp_path / "ck.pt"), "--model", "lenet5", "--data", "digits")
+    torch.save(create("lenet300").state_dict(), tmp_path / "ck.pt")
+    c, _, err = run(capsys, "eval", str(tmp_path / "ck.pt"), "--model", "lenet5",
+                    "--data", "synthetic:1x28x28")
     assert c == 1 and "missing keys" in err and err.count("\n") == 1
 
 
