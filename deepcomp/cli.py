@@ -346,6 +346,9 @@ def main(argv=None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2
+    import shlex
+    from . import stagefile
+    stagefile.COMMAND = shlex.join(["deepcomp", *(sys.argv[1:] if argv is None else argv)])
     try:
         a.fn(a)
     except UsageError as e:

@@ -5,7 +5,7 @@ import io
 
 from .stagefile import atomic_write
 
-__all__ = ["plot_sensitivity", "plot_sweep"]
+__all__ = ["plot_sensitivity", "plot_sweep", "plot_histograms", "plot_kept", "plot_accuracy_ratio"]
 
 
 def _figure(width=7.0, height=4.5):
@@ -56,4 +56,57 @@ def plot_sweep(rows: list[dict], path: str, title: str = "Accuracy against spars
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save(fig, plt, path)
+
+
+def plot_histograms(series: list, path: str, title: str) -> None:
+    """Weight histograms of one layer at several stages, stacked (paper, Figure 5 style)."""
+    import numpy as np
+    plt, fig = _figure(7, 2.2 * max(len(series), 1))
+    lo = min((float(s.min()) for _, s in series if len(s)), default=-1)
+    hi = max((float(s.max()) for _, s in series if len(s)), default=1)
+    bins = np.linspace(lo, hi, 121)
+    for i, (label, values) in enumerate(series):
+        ax = fig.add_subplot(len(series), 1, i + 1)
+        distinct = np.unique(values)
+        if len(distinct) <= 256:     # a quantized layer: one bar per shared weight
+            counts = [(values == v).sum() for v in distinct]
+            ax.vlines(distinct, 0, counts, color="C3", lw=1.2)
+            label += f", {len(distinct)} distinct values"
+        else:
+            ax.hist(values, bins=bins, color="C0")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("count")
+        ax.grid(alpha=0.3)
+    fig.axes[-1].set_xlabel("weight value")
+    fig.suptitle(title, fontsize=10)
+    save(fig, plt, path)
+
+
+def plot_kept(rows: list[dict], path: str, title: str) -> None:
+    plt, fig = _figure(8, 4)
+    ax = fig.add_subplot()
+    names = [r["name"].removesuffix(".weight") for r in rows]
+    ax.bar(range(len(rows)), [100 * r["kept_share"] for r in rows], color="C2")
+    ax.set_xticks(range(len(rows)), names, rotation=70, fontsize=7)
+    ax.set_ylabel("weights kept (%)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    save(fig, plt, path)
+
+
+def plot_accuracy_ratio(rows: list[dict], path: str, title: str) -> None:
+    plt, fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    xs = [r["ratio"] for r in rows]
+    ys = [r["top1"] for r in rows]
+    ax.plot(xs, ys, marker="o")
+    for r in rows:
+        ax.annotate(r["stage"], (r["ratio"], r["top1"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio against dense float32 (log)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
     save(fig, plt, path)

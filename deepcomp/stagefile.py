@@ -23,6 +23,7 @@ __all__ = ["StageFile", "load_stage", "save_stage", "load_checkpoint_state", "fi
            "atomic_write", "stage_record", "STAGE_FORMAT"]
 
 STAGE_FORMAT = "deepcomp-stage/1"
+COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
 DC_MAGIC = b"DEEPCOMP"            # the first 8 bytes of a .dc file (docs/FORMAT.md)
 
 
@@ -179,6 +180,6 @@ def stage_record(stage: str, config: dict, metrics: dict, sizes: dict, wall_time
                  **extra) -> dict:
     """One entry of a stage file's ``history``."""
     return {"stage": stage, "config": config, "metrics": metrics, "sizes": sizes,
-            "wall_time": round(wall_time, 3), "command": shlex.join(sys.argv),
+            "wall_time": round(wall_time, 3), "command": COMMAND or f"python {shlex.join(sys.argv)}",
             "versions": {"deepcomp": __version__, "torch": str(torch.__version__),
                          "python": platform.python_version()}, **extra}

@@ -1,0 +1,237 @@
+"""The compression report: what each stage cost and bought, in the paper's table layout.
+
+Reads the ``history`` that travels inside stage files and ``.dc`` files, so one final file is
+enough for the per-stage table; give the earlier stage files too for histograms of the weights.
+
+Sizes: the baseline is every floating-point tensor at 32 bits; pruned and quantized stages are
+counted as the paper does (``sizes.py``: value bits + relative-index bits per kept weight,
+fillers and codebooks included); the encoded stage's size is the ``.dc`` file, every byte.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+from .sizes import layer_sizes
+from .stagefile import StageFile, load_stage
+
+__all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
+           "STAGE_COLUMNS", "LAYER_COLUMNS"]
+
+STAGE_ORDER = {"baseline": 0, "pruned": 1, "quantized": 2, "encoded": 3}
+
+STAGE_COLUMNS = [("stage", "stage"), ("params", "params"), ("nonzero", "non-zero"),
+                 ("weight_bits", "weight bits"), ("index_bits", "index bits"),
+                 ("bytes", "size (bytes)"), ("ratio", "ratio"), ("top1", "top-1 %"),
+                 ("top5", "top-5 %"), ("delta_top1", "Δ top-1"), ("seconds", "time (s)")]
+
+LAYER_COLUMNS = [("layer", "layer"), ("weights", "#weights"), ("kept", "weights % (P)"),
+                 ("wbits_pq", "weight bits (P+Q)"), ("wbits_pqh", "weight bits (P+Q+H)"),
+                 ("ibits_pq", "index bits (P+Q)"), ("ibits_pqh", "index bits (P+Q+H)"),
+                 ("rate_pq", "compress rate (P+Q)"), ("rate_pqh", "compress rate (P+Q+H)")]
+
+
+@dataclass
+class Inputs:
+    files: list                # (path, StageFile), in the order given
+    records: list              # the merged history, oldest first
+
+    @property
+    def last(self) -> StageFile:
+        return self.files[-1][1]
+
+
+def read_inputs(paths: list[str], model: str | None = None) -> Inputs:
+    files = [(p, load_stage(p, model=model)) for p in paths]
+    seen, records = set(), []
+    for _, sf in sorted(files, key=lambda f: len(f[1].history)):
+        for rec in sf.history:
+            key = json.dumps({k: rec.get(k) for k in ("stage", "command", "wall_time")},
+                             sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                records.append(rec)
+    return Inputs(files, records)
+
+
+def _bits_label(values) -> str:
+    vals = sorted(set(values), reverse=True)
+    return "/".join(f"{v:g}" for v in vals) if vals else "-"
+
+
+def stage_rows(inp: Inputs) -> list[dict]:
+    """One row per stage record (plus a baseline row when the history starts from a foreign
+    checkpoint, taken from the first stage's 'before' metrics)."""
+    rows = []
+    recs = inp.records
+    layers = layer_sizes(inp.last)
+    ibits_all = _bits_label(r["index_bits"] for r in layers if r["index_bits"]) if layers else "-"
+    qbits = _bits_label(int(q["bits"]) for q in inp.last.quant.values())
+    dense = None
+    for rec in recs:
+        dense = dense or rec.get("sizes", {}).get("dense_bytes")
+    if recs and recs[0]["stage"] != "baseline":
+        before = recs[0].get("metrics", {}).get("before")
+        z = recs[0].get("sizes", {})
+        rows.append({"stage": "baseline", "params": z.get("params"), "nonzero": 1.0,
+                     "weight_bits": "32", "index_bits": "-", "bytes": dense, "ratio": 1.0,
+                     "top1": (before or {}).get("top1"), "top5": (before or {}).get("top5"),
+                     "seconds": None, "command": "(input checkpoint)"})
+    for rec in recs:
+        z = rec.get("sizes", {})
+        m = rec.get("metrics", {})
+        stage = rec["stage"]
+        tensors = z.get("tensors", {})
+        if stage == "encoded" and tensors:
+            wb = _mean_bits(tensors, "weight_bits")
+            ib = _mean_bits(tensors, "index_bits")
+            wbits, ibits = (f"{wb:.2f}" if wb else "32"), (f"{ib:.2f}" if ib else "-")
+        elif stage == "quantized":
+            wbits, ibits = qbits, ibits_all
+        elif stage == "pruned":
+            wbits, ibits = "32", ibits_all
+        else:
+            wbits, ibits = "32", "-"
+        rows.append({"stage": stage, "params": z.get("params"),
+                     "nonzero": z.get("nonzero_share", 1.0), "weight_bits": wbits,
+                     "index_bits": ibits, "bytes": z.get("bytes"), "ratio": z.get("ratio"),
+                     "top1": m.get("top1"), "top5": m.get("top5"),
+                     "seconds": rec.get("wall_time"), "command": rec.get("command", "")})
+    base = rows[0]["top1"] if rows else None
+    for r in rows:
+        r["delta_top1"] = (r["top1"] - base) if (r["top1"] is not None and base is not None) else None
+    return rows
+
+
+def _mean_bits(tensors: dict, key: str) -> float | None:
+    """Mean bits per stored entry over the tensors that have the key, weighted by entries."""
+    num = den = 0.0
+    for t in tensors.values():
+        if t.get(key) is not None and t.get("entries"):
+            num += t[key] * t["entries"]
+            den += t["entries"]
+    return num / den if den else None
+
+
+def layer_rows(inp: Inputs) -> list[dict]:
+    """The paper's per-layer table (Table 2 layout) for the last file given."""
+    sf = inp.last
+    enc = next((r for r in reversed(inp.records) if r["stage"] == "encoded"), None)
+    tensors = (enc or {}).get("sizes", {}).get("tensors", {})
+    rows = []
+    for r in layer_sizes(sf):
+        t = tensors.get(r["name"], {})
+        rows.append({"layer": r["name"].removesuffix(".weight"), "weights": r["weights"],
+                     "kept": r["kept_share"], "wbits_pq": r["weight_bits"],
+                     "wbits_pqh": t.get("weight_bits"), "ibits_pq": r["index_bits"] or None,
+                     "ibits_pqh": t.get("index_bits"), "rate_pq": r["ratio"],
+                     "rate_pqh": (32 * r["weights"] / (8 * t["bytes"])) if t.get("bytes") else None})
+    return rows
+
+
+def _fmt(key, v) -> str:
+    if v is None:
+        return "-"
+    if key in ("nonzero", "kept"):
+        return f"{100 * v:.2f}%"
+    if key in ("ratio", "rate_pq", "rate_pqh"):
+        return f"{v:.1f}x"
+    if key in ("top1", "top5"):
+        return f"{v:.2f}"
+    if key == "delta_top1":
+        return f"{v:+.2f}"
+    if key in ("wbits_pqh", "ibits_pqh") and isinstance(v, float):
+        return f"{v:.2f}"
+    if key == "seconds":
+        return f"{v:.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def render(rows: list[dict], columns, fmt: str = "text", title: str | None = None,
+           commands: bool = True) -> str:
+    """Render rows as text, markdown, csv or json."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        keys = [k for k, _ in columns] + (["command"] if commands and rows and "command" in rows[0] else [])
+        w = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    heads = [h for _, h in columns]
+    cells = [[_fmt(k, r.get(k)) for k, _ in columns] for r in rows]
+    out = []
+    if fmt == "markdown":
+        if title:
+            out.append(f"**{title}**\n")
+        out.append("| " + " | ".join(heads) + " |")
+        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(heads))) + "|")
+        out += ["| " + " | ".join(c) + " |" for c in cells]
+    else:
+        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+                  for i, h in enumerate(heads)]
+        if title:
+            out.append(title)
+        line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths)))
+        out += [line, "-" * len(line)]
+        out += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                for row in cells]
+    if commands and rows and any(r.get("command") for r in rows):
+        out.append("")
+        out += [f"{'- ' if fmt == 'markdown' else ''}{r['stage']}: `{r['command']}`" if fmt == "markdown"
+                else f"{r['stage']:10s} {r['command']}" for r in rows if r.get("command")]
+    return "\n".join(out) + "\n"
+
+
+def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
+    """Weight histograms of one layer across the given files (paper, Figure 5 style), the kept
+    share per layer, and accuracy against compression ratio across stages. Returns the paths."""
+    import os
+
+    from .plots import plot_accuracy_ratio, plot_histograms, plot_kept
+
+    os.makedirs(folder, exist_ok=True)
+    last = inp.last
+    rows = layer_sizes(last)
+    if layer is None:     # the largest prunable layer, as the paper shows its largest conv layer
+        layer = max(rows, key=lambda r: r["weights"])["name"] if rows else None
+    elif not layer.endswith(".weight"):
+        layer += ".weight"
+    paths = []
+    if layer is not None:
+        series = []
+        for path, sf in inp.files:
+            if layer in sf.state_dict:
+                w = sf.state_dict[layer].float().reshape(-1)
+                if layer in sf.masks:
+                    w = w[sf.masks[layer].reshape(-1)]
+                series.append((f"{sf.stage} ({os.path.basename(path)})", w.numpy()))
+        p = os.path.join(folder, "weights_histogram.png")
+        plot_histograms(series, p, f"Weights of {layer.removesuffix('.weight')} "
+                                   "(pruned weights left out)")
+        paths.append(p)
+    if last.masks:
+        p = os.path.join(folder, "kept_per_layer.png")
+        plot_kept(rows, p, f"Share of weights kept per layer ({last.arch['name']})")
+        paths.append(p)
+    srows = [r for r in stage_rows(inp) if r["top1"] is not None and r["ratio"]]
+    if srows:
+        p = os.path.join(folder, "accuracy_vs_ratio.png")
+        plot_accuracy_ratio(srows, p, f"{last.arch['name']}: accuracy against compression")
+        paths.append(p)
+    return paths
+
+
+def report_text(paths: list[str], fmt="text", layers=False, model=None) -> str:
+    inp = read_inputs(paths, model)
+    text = render(stage_rows(inp), STAGE_COLUMNS, fmt,
+                  title=f"{inp.last.arch['name']} on {inp.last.data.get('spec')}")
+    if layers:
+        text += "\n" + render(layer_rows(inp), LAYER_COLUMNS, fmt, commands=False,
+                              title="per layer (P: pruning, Q: quantization, H: Huffman coding)")
+    return text
