@@ -67,14 +67,16 @@ class QuantizeConfig:
 # --- one-dimensional k-means -----------------------------------------------------------------
 
 def init_centroids(values, k: int, init: str = "linear", seed: int = 0) -> np.ndarray:
-    """Sorted, distinct initial centroids (at most ``k``) for a 1-D set of values (paper, 3.1).
+    """``k`` initial centroids for a 1-D set of values (paper, section 3.1; forgy on fewer than
+    ``k`` values draws them all).
 
     - ``linear``: ``k`` points evenly spaced from the minimum to the maximum value; keeps the
       rare large weights, which matter most (the paper's best).
     - ``density``: the quantiles ``(i + 0.5) / k``, evenly spaced in the cumulative distribution;
       crowds centroids where the weights are dense, around zero.
     - ``forgy``: ``k`` of the values drawn at random without replacement (seeded).
-    Coinciding points (repeated values) are merged, so fewer than ``k`` may come back.
+    The points come back sorted; where values repeat, points may coincide (k-means then treats
+    all but one as empty clusters and relocates them).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if init not in INITS:
@@ -90,19 +92,41 @@ def init_centroids(values, k: int, init: str = "linear", seed: int = 0) -> np.nd
     else:
         rng = np.random.default_rng(seed)
         c = x[rng.choice(x.size, size=min(k, x.size), replace=False)]
-    return np.unique(c)
+    return np.sort(c)
+
+
+def _relocate(x, c, edges, counts, sums):
+    """scikit-learn's handling of empty clusters, on sorted values: each empty cluster takes one
+    of the values farthest from their (previous) centroids, which leaves its old cluster.
+    ``counts`` and ``sums`` (per cluster) are updated in place; returns the centroids to use
+    for the empty clusters."""
+    empty = np.flatnonzero(counts == 0)
+    err = np.abs(x - np.repeat(c, np.diff(edges)))
+    pool = min(8 * empty.size + 16, x.size)
+    far = np.argpartition(-err, pool - 1)[:pool] if pool < x.size else np.arange(x.size)
+    far = far[np.argsort(-err[far], kind="stable")]
+    far = far[err[far] > 0]
+    _, first = np.unique(x[far], return_index=True)    # distinct values, or they'd empty again
+    far = far[np.sort(first)][: empty.size]
+    m = far.size
+    owner = np.searchsorted(edges, far, side="right") - 1
+    np.subtract.at(counts, owner, 1)
+    np.subtract.at(sums, owner, x[far])
+    counts[empty[:m]] += 1
+    sums[empty[:m]] = x[far]
 
 
 def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int = 100_000,
-              tol: float = 0.0, info: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+              tol: float = 0.0, info: dict | None = None,
+              relocate_empty: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
     """Lloyd's k-means on a 1-D set of values. Returns ``(centroids, labels, inertia)``.
 
     ``centroids`` are sorted ascending, every one is used by at least one value (clusters that
     end up empty are dropped, so there are at most ``k``), ``labels[i]`` is the centroid of
     ``values[i]``, and ``inertia`` is the sum of squared distances. When the values take at most
     ``k`` distinct values, those are the centroids and the inertia is zero, whatever the init.
-    An empty cluster keeps its centroid during the iterations (it may win values back as its
-    neighbours move). The iterations stop when no assignment changes (a fixed point of Lloyd's
+    An empty cluster's centroid moves onto the value farthest from its centroid, as in
+    scikit-learn (``relocate_empty=False``: it stays where it is). The iterations stop when no assignment changes (a fixed point of Lloyd's
     algorithm), after ``max_iter``, or, with ``tol > 0``, as scikit-learn stops: when the total
     squared centroid shift is at most ``tol`` times the variance of the values.
     ``info``, if given, receives the number of iterations run.
@@ -133,7 +157,12 @@ def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int
         edges = new_edges
         counts = np.diff(edges)
         sums = csum[edges[1:]] - csum[edges[:-1]]
+        if relocate_empty and not counts.all():
+            _relocate(x, c, edges, counts, sums)
         new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        order = np.argsort(new, kind="stable")            # relocation can break the order
+        new = new[order]
+        c = c[order]
         shift = float(((new - c) ** 2).sum())
         c = new
         if tol > 0 and shift <= threshold:
