@@ -191,6 +191,111 @@ def cmd_quantize(a):
                f"{z['ratio']:.1f}x by the paper's count ({rec['wall_time']:.0f}s) -> {out}")
 
 
+def cmd_encode(a):
+    from .encode import EncodeConfig, encode_stage
+    from .stagefile import atomic_write, load_stage
+    sf = load_stage(a.input, model=getattr(a, "model", None))
+    out = out_path(a)
+    cfg = EncodeConfig(index_bits=a.index_bits or "", float16=a.float16)
+    metrics = None
+    if cfg.float16:                  # lossy: measure the accuracy of what the file holds
+        from .data import load_data
+        from .train import evaluate
+        spec = a.data or sf.data.get("spec")
+        if not spec:
+            raise UsageError("--float16 changes the weights: give --data SPEC to measure them")
+        half = {k: v.half().float() if v.is_floating_point() and k not in sf.masks
+                and k not in sf.quant else v for k, v in sf.state_dict.items()}
+        import dataclasses
+        metrics = evaluate(dataclasses.replace(sf, state_dict=half).build_model(),
+                           load_data(spec), a.device)
+    buf, rec = encode_stage(sf, cfg, metrics)
+    atomic_write(out, lambda f: f.write(buf))
+    if a.json:
+        print(json.dumps(rec["sizes"], sort_keys=True))
+        return
+    z = rec["sizes"]
+    print(f"{a.input} -> {out}: {z['bytes']:,} bytes, {z['ratio']:.1f}x smaller than "
+          f"{z['dense_bytes']:,} dense bytes" + (" (lossy: float16)" if cfg.float16 else ""))
+    print("  " + "  ".join(f"{k} {v:,}" for k, v in z["breakdown"].items()))
+    print(f"  {'tensor':28s} {'kind':15s} {'order':5s} {'entries':>8s} {'fillers':>7s} "
+          f"{'w bits':>6s} {'i bits':>6s} {'eff w':>5s} {'eff i':>5s} {'bytes':>8s}")
+    for n, t in z["tensors"].items():
+        def pct(x):
+            return f"{100 * x:4.1f}%" if x is not None else "    -"
+        print(f"  {n:28s} {t['kind']:15s} {t['order']:5s} {t['entries']:8d} {t['fillers']:7d} "
+              f"{t['weight_bits']:6.2f} {t['index_bits']:6.2f} {pct(t['efficiency_weights'])} "
+              f"{pct(t['efficiency_gaps'])} {t['bytes']:8,d}")
+
+
+def cmd_decode(a):
+    from .decode import decode
+    out = out_path(a)
+    sd = decode(a.input, out)
+    print(f"{a.input} -> {out}: {len(sd)} tensors (a plain state dict; "
+          "torch.load(..., weights_only=True))")
+
+
+def cmd_report(a):
+    from .report import make_plots, read_inputs, report_text
+    text = report_text(a.inputs, a.format, a.layers, a.model)
+    if a.output:
+        from .stagefile import atomic_write
+        atomic_write(a.output, lambda f: f.write(text.encode()))
+    else:
+        sys.stdout.write(text)
+    if a.plot:
+        for path in make_plots(read_inputs(a.inputs, a.model), a.plot, a.layer):
+            sys.stderr.write(f"wrote {path}\n")
+
+
+def cmd_compress(a):
+    from .encode import EncodeConfig
+    from .pipeline import CompressConfig, compress
+    from .prune import PruneConfig
+    from .quantize import QuantizeConfig
+    from .report import report_text
+    sf, data = load_input(a)
+    out = out_path(a)
+    if not out.endswith(".dc"):
+        raise UsageError(f"the output of compress is a .dc file, got {out!r}")
+    cfg = CompressConfig(
+        prune=PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
+                          iterations=a.iterations, retrain_epochs=a.retrain_epochs,
+                          retrain_lr=a.retrain_lr, train=_shared_train(a)),
+        quantize=QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed,
+                                finetune=_shared_train(a, epochs=a.finetune_epochs,
+                                                       lr=a.finetune_lr)),
+        encode=EncodeConfig(index_bits=a.index_bits or "", float16=a.float16))
+    paths = compress(sf, data, out, cfg, log=main_print)
+    from . import dist
+    if dist.is_main():
+        print()
+        print(report_text([a.input] + paths if not a.model else paths, "text", True, a.model))
+
+
+def _shared_train(a, **over):
+    from .train import TrainConfig
+    t = TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
+                    schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
+                    device=a.device, progress=not a.no_progress)
+    for k, v in over.items():
+        setattr(t, k, v)
+    return t
+
+
+def cmd_demo(a):
+    import time
+    from .pipeline import demo
+    from .report import report_text
+    t0 = time.perf_counter()
+    paths = demo(a.output, log=print)
+    print()
+    print(report_text(paths, "text", True))
+    print(f"demo finished in {time.perf_counter() - t0:.0f}s; files in {a.output}/ "
+          f"(try: deepcomp eval {paths[-1]})")
+
+
 def _write_csv(path, rows):
     import csv
     import io
@@ -333,6 +438,70 @@ def build_parser():
                    help_epochs="epochs of codebook fine-tuning, 0 for none")
     add_device_arg(s)
     s.set_defaults(fn=cmd_quantize)
+
+    s = sub.add_parser("encode", help="Huffman-coded sparse .dc file (Han et al. 2016, "
+                       "sections 2 and 4; docs/FORMAT.md)")
+    s.add_argument("input", help="stage file: quantized, pruned-only or dense")
+    s.add_argument("-o", "--output", required=True, help=".dc file to write")
+    s.add_argument("--index-bits", default=None, metavar="B|PAT=B,...",
+                   help="bits of a relative index, per layer with globs, e.g. '*=5,conv*=8' "
+                        "(default: the paper's 8 conv, 5 fc)")
+    s.add_argument("--float16", action="store_true",
+                   help="store dense tensors (biases, batch norm) as float16: lossy, "
+                        "re-evaluated on --data")
+    add_data_arg(s)
+    add_device_arg(s)
+    s.add_argument("--json", action="store_true", help="print the sizes as JSON")
+    s.set_defaults(fn=cmd_encode)
+
+    s = sub.add_parser("report", help="per-stage (and per-layer) table of accuracy and size")
+    s.add_argument("inputs", nargs="+", metavar="FILE", help="stage files and/or .dc files; "
+                   "the history travels inside each, so the last file alone gives the table")
+    s.add_argument("--model", help="architecture of a foreign checkpoint among the files")
+    s.add_argument("--layers", action="store_true", help="add the paper's per-layer table")
+    s.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"])
+    s.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
+    s.add_argument("--layer", help="layer for the weight histograms (default: the largest)")
+    s.add_argument("-o", "--output", help="write the report to a file instead of stdout")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("compress", help="prune, retrain, quantize, fine-tune, encode, decode "
+                       "and verify in one command; resumes from the last finished stage")
+    s.add_argument("input", help="stage file, or a checkpoint with --model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(s)
+    s.add_argument("-o", "--output", required=True, help=".dc file to write; stage files are "
+                   "written beside it (NAME.pruned.pt, NAME.quantized.pt)")
+    g = s.add_argument_group("pruning")
+    g.add_argument("--method", default="std", choices=["std", "global", "layer"])
+    g.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...")
+    g.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...")
+    g.add_argument("--iterations", type=int, default=1)
+    g.add_argument("--retrain-epochs", type=int, default=1)
+    g.add_argument("--retrain-lr", type=float, default=None)
+    g = s.add_argument_group("quantization")
+    g.add_argument("--bits", default=None, metavar="B|PAT=B,...")
+    g.add_argument("--init", default="linear", choices=["linear", "density", "forgy"])
+    from .quantize import QuantizeConfig
+    g.add_argument("--finetune-epochs", type=int, default=QuantizeConfig().finetune.epochs)
+    g.add_argument("--finetune-lr", type=float, default=QuantizeConfig().finetune.lr)
+    g = s.add_argument_group("encoding")
+    g.add_argument("--index-bits", default=None, metavar="B|PAT=B,...")
+    g.add_argument("--float16", action="store_true", help="dense tensors as float16 (lossy)")
+    add_train_args(s, skip_epochs_lr=True)
+    add_device_arg(s)
+    s.set_defaults(fn=cmd_compress)
+
+    s = sub.add_parser("demo", help="the whole pipeline on LeNet-300-100 and scikit-learn's "
+                       "digits: no download, no arguments")
+    s.add_argument("-o", "--output", default="deepcomp-demo", help="folder for the files "
+                   "(default: %(default)s)")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("decode", help="a .dc file back to a plain state dict checkpoint")
+    s.add_argument("input", help=".dc file")
+    s.add_argument("-o", "--output", required=True, help="checkpoint to write (torch.save)")
+    s.set_defaults(fn=cmd_decode)
 
     return p
 

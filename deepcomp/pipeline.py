@@ -1,0 +1,154 @@
+"""The whole pipeline in one call: prune, retrain, quantize, fine-tune, encode, decode, verify.
+
+Each finished stage is written beside the output (``NAME.pruned.pt``, ``NAME.quantized.pt``),
+so an interrupted run resumes from the last finished stage: a stage file is reused when it was
+made by the same request (its record keeps a key of the options that produced it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import Dataset, load_data
+from .encode import EncodeConfig, encode
+from .errors import DeepcompError
+from .prune import PruneConfig, prune
+from .quantize import QuantizeConfig, quantize
+from .stagefile import StageFile, arch_for, load_stage, save_stage, stage_record
+from .train import TrainConfig, evaluate, fit
+
+__all__ = ["CompressConfig", "compress", "stage_paths", "verify", "demo", "float16_metrics"]
+
+
+@dataclass
+class CompressConfig:
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+
+def stage_paths(out: str) -> dict:
+    stem = out[:-3] if out.endswith(".dc") else out
+    return {"pruned": f"{stem}.pruned.pt", "quantized": f"{stem}.quantized.pt", "encoded": out}
+
+
+def _key(cfg, upstream: StageFile) -> str:
+    """What a finished stage depends on: its options and the history it was built on."""
+    def strip(d):
+        d = dict(d)
+        if isinstance(d.get("train"), dict):
+            d["train"] = {k: v for k, v in d["train"].items() if k != "progress"}
+        if isinstance(d.get("finetune"), dict):
+            d["finetune"] = {k: v for k, v in d["finetune"].items() if k != "progress"}
+        return d
+    basis = [(r.get("stage"), r.get("wall_time")) for r in upstream.history]
+    return json.dumps([strip(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
+
+
+def _resume(path: str, key: str, log) -> StageFile | None:
+    if not os.path.exists(path):
+        return None
+    try:
+        sf = load_stage(path)
+    except DeepcompError:
+        return None
+    if sf.history and sf.history[-1].get("pipeline_key") == key:
+        log(f"resuming: {path} is finished, skipping its stage")
+        return sf
+    return None
+
+
+def verify(sf: StageFile, decoded: StageFile) -> None:
+    """The decoded model must be the stage file's model, tensor for tensor."""
+    for k, v in sf.state_dict.items():
+        if k not in decoded.state_dict or not torch.equal(decoded.state_dict[k], v):
+            raise DeepcompError(f"verification failed: {k} differs after decoding")
+
+
+def compress(sf: StageFile, data: Dataset, out: str, config: CompressConfig | None = None,
+             log=print) -> list[str]:
+    """Run every stage on ``sf`` and write ``out`` (.dc) and the stage files beside it.
+    Returns the paths written, oldest stage first."""
+    from .decode import read_dc
+    cfg = config or CompressConfig()
+    paths = stage_paths(out)
+
+    key = _key(cfg.prune, sf)
+    pruned = _resume(paths["pruned"], key, log)
+    if pruned is None:
+        log("== prune")
+        pruned = prune(sf, data, cfg.prune, log=log)
+        pruned.history[-1]["pipeline_key"] = key
+        save_stage(paths["pruned"], pruned)
+
+    key = _key(cfg.quantize, pruned)
+    quantized = _resume(paths["quantized"], key, log)
+    if quantized is None:
+        log("== quantize")
+        quantized = quantize(pruned, data, cfg.quantize)
+        quantized.history[-1]["pipeline_key"] = key
+        save_stage(paths["quantized"], quantized)
+
+    log("== encode")
+    metrics = None
+    if cfg.encode.float16:       # lossy: measure instead of copying the quantized accuracy
+        metrics = float16_metrics(quantized, data, cfg.prune.train.device)
+    record = encode(quantized, out, cfg.encode, metrics)
+    log("== decode and verify")
+    decoded = read_dc(out)
+    if not cfg.encode.float16:
+        verify(quantized, decoded)
+    m = evaluate(decoded.build_model(), data, cfg.prune.train.device)
+    expect = record["metrics"].get("top1")
+    if not cfg.encode.float16 and expect is not None and m["top1"] != expect:
+        raise DeepcompError(f"verification failed: decoded top-1 {m['top1']} != {expect}")
+    log(f"decoded {out}: every tensor equal, top-1 {m['top1']:.2f}% "
+        f"({record['sizes']['bytes']:,} bytes, {record['sizes']['ratio']:.1f}x)")
+    return [paths["pruned"], paths["quantized"], out]
+
+
+def float16_metrics(sf: StageFile, data: Dataset, device: str = "auto") -> dict:
+    """Accuracy of ``sf`` with its dense tensors rounded to float16, as ``--float16`` stores them."""
+    import dataclasses
+    half = {k: v.half().float() if v.is_floating_point() and k not in sf.masks
+            and k not in sf.quant else v for k, v in sf.state_dict.items()}
+    return evaluate(dataclasses.replace(sf, state_dict=half).build_model(), data, device)
+
+
+# --- the embedded demo -----------------------------------------------------------------------
+
+def demo_config(seed: int = 0) -> CompressConfig:
+    """Settings for LeNet-300-100 on the 8x8 digits, chosen to run in well under a minute."""
+    quiet = dict(progress=False, seed=seed)
+    return CompressConfig(
+        prune=PruneConfig(method="std", sensitivity="*=1.2,last=0.6", iterations=3,
+                          retrain_epochs=8, retrain_lr=0.01, train=TrainConfig(**quiet)),
+        quantize=QuantizeConfig(finetune=TrainConfig(epochs=4, lr=1e-3, **quiet)),
+    )
+
+
+def demo(folder: str = "deepcomp-demo", log=print) -> list[str]:
+    """Train LeNet-300-100 on scikit-learn's digits, compress it, and return the files written."""
+    t0 = time.perf_counter()
+    data = load_data("digits")
+    torch.manual_seed(0)
+    arch = arch_for("lenet300", data.meta())
+    from .models import create
+    model = create(arch["name"], **arch["kwargs"])
+    tcfg = TrainConfig(epochs=30, lr=0.05, progress=False)
+    log("== train lenet300 on digits (the baseline)")
+    epochs = fit(model, data, tcfg)
+    metrics = evaluate(model, data)
+    sf = StageFile.from_model(model, arch, data.meta())
+    from .sizes import stage_sizes
+    sf.history.append(stage_record("baseline", {"train": tcfg.to_dict()}, metrics,
+                                   stage_sizes(sf), time.perf_counter() - t0, epochs=epochs))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.join(folder, "lenet300-digits.pt")
+    save_stage(base, sf)
+    return [base] + compress(sf, data, os.path.join(folder, "lenet300-digits.dc"),
+                             demo_config(), log=log)
