@@ -5,3 +5,5 @@ Stages, each a function over plain data and a command:
 """
 __version__ = "0.1.0"
 from .quantize import QuantizeConfig, quantize  # noqa: E402  (stage 2: weight sharing)
+from .encode import EncodeConfig, encode  # noqa: E402  (stage 3: the .dc file)
+from .decode import decode, load  # noqa: E402  (.dc file -> state dict / model)

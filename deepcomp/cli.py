@@ -96,7 +96,7 @@ def out_path(a):
 def main_print(*args, **kw):
     from . import dist
     if dist.is_main():
-        print(*args, **kw)
+        print(*args, **kw, flush=True)
 
 
 # --- commands ------------------------------------------------------------------------------

@@ -140,8 +140,9 @@ def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int
     if flat.size == 0:
         return c, np.zeros(0, dtype=np.int64), 0.0
     x = np.sort(flat)
-    distinct = np.unique(x)
-    if distinct.size <= k:                   # every value its own centroid: exact
+    step = np.flatnonzero(x[1:] != x[:-1])
+    if step.size < k:                        # at most k distinct values: each its own centroid
+        distinct = x[np.concatenate([[0], step + 1])]
         return distinct, np.searchsorted(distinct, flat), 0.0
     n = x.size
     csum = np.concatenate([[0.0], np.cumsum(x)])
