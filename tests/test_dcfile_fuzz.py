@@ -1,0 +1,121 @@
+"""Reading .dc files from anyone: thousands of seeded mutations of a small valid file must each
+decode or raise a FormatError, never another exception, hang, or allocate from a forged size."""
+import json
+import random
+import struct
+import time
+import tracemalloc
+import zlib
+
+from test_dcfile import _forge, dctiny, tiny_bytes  # noqa: F401  (dctiny: autouse fixture)
+
+from deepcomp.decode import decode_bytes
+from deepcomp.errors import FormatError
+
+
+def _try(buf: bytes, seen: dict):
+    try:
+        decode_bytes(buf)
+        seen["ok"] = seen.get("ok", 0) + 1
+    except FormatError as e:
+        seen[type(e).__name__] = seen.get(type(e).__name__, 0) + 1
+
+
+def test_random_byte_mutations():
+    buf = tiny_bytes()
+    rnd = random.Random(1234)
+    seen = {}
+    t0 = time.perf_counter()
+    for _ in range(3000):
+        b = bytearray(buf)
+        op = rnd.randrange(5)
+        i = rnd.randrange(len(b))
+        if op == 0:
+            b[i] ^= 1 << rnd.randrange(8)
+        elif op == 1:
+            b[i] = rnd.randrange(256)
+        elif op == 2:
+            del b[i:i + rnd.randrange(1, 16)]
+        elif op == 3:
+            b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 16)))
+        else:
+            b = b[:i]
+        if bytes(b) != buf:
+            _try(bytes(b), seen)
+    assert time.perf_counter() - t0 < 60
+    assert seen.get("ChecksumError", 0) > 1000 and "ok" not in seen
+
+
+_VALUES = [0, 1, -1, 7, 255, 1 << 31, 1 << 62, 10 ** 30, 0.5, -0.0, None, True, "", "x",
+           "csc", "dense", "quantized", "float16", "bool", [], [0], [1, 2], [1 << 40], {}]
+
+
+def _leaves(x, path=()):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _leaves(v, path + (i,))
+    yield path
+
+
+def _set(x, path, value, rnd):
+    for p in path[:-1]:
+        x = x[p]
+    if isinstance(x, dict) and rnd.random() < 0.2:
+        del x[path[-1]]
+    else:
+        x[path[-1]] = value
+
+
+def test_forged_header_mutations_with_valid_checksums():
+    """The adversarial case: each header field changed, then every CRC recomputed, so the
+    reader's own validation (not the checksums) must catch it."""
+    buf = tiny_bytes()
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    paths = [p for p in _leaves(json.loads(buf[28:28 + hlen])) if p and p[0] != "history"]
+    rnd = random.Random(99)
+    seen = {}
+    tracemalloc.start()
+    for _ in range(2000):
+        edits = [(rnd.choice(paths), rnd.choice(_VALUES)) for _ in range(rnd.randrange(1, 3))]
+
+        def edit(h, d):
+            for path, value in edits:
+                try:
+                    _set(h, path, json.loads(json.dumps(value)), rnd)
+                except (KeyError, IndexError, TypeError):
+                    pass
+        _try(_forge(buf, edit), seen)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 << 20                 # forged counts and shapes allocate nothing big
+    assert len(seen) >= 5                  # many distinct named errors were exercised
+
+
+def test_forged_data_mutations_with_valid_checksums():
+    buf = tiny_bytes()
+    rnd = random.Random(7)
+    seen = {}
+    for _ in range(2000):
+        def edit(h, d):
+            for _ in range(rnd.randrange(1, 4)):
+                if d:
+                    d[rnd.randrange(len(d))] = rnd.randrange(256)
+        _try(_forge(buf, edit), seen)
+    assert set(seen) - {"ok"}
+
+
+def test_header_bytes_mutations_with_valid_checksums():
+    buf = tiny_bytes()
+    hlen, _, dlen = struct.unpack_from("<IIQ", buf, 12)
+    rnd = random.Random(5)
+    seen = {}
+    for _ in range(1000):
+        h = bytearray(buf[28:28 + hlen])
+        h[rnd.randrange(len(h))] = rnd.randrange(256)
+        data = buf[28 + hlen:28 + hlen + dlen]
+        body = buf[:12] + struct.pack("<IIQ", len(h), zlib.crc32(bytes(h)), dlen) + bytes(h) + data
+        _try(body + struct.pack("<I", zlib.crc32(body)), seen)
+    assert seen.get("HeaderError", 0) > 100

@@ -1,0 +1,115 @@
+"""Canonical Huffman coding: lengths, codes, vectorized encode/decode, malformed streams."""
+import numpy as np
+import pytest
+
+from deepcomp import huffman
+from deepcomp.errors import CountMismatchError, FormatError
+
+
+def _stream(rng, alphabet, n, alpha):
+    p = rng.dirichlet(np.ones(alphabet) * alpha)
+    return rng.choice(alphabet, size=n, p=p)
+
+
+@pytest.mark.parametrize("alphabet,n,alpha", [(1, 10, 1.0), (2, 1, 1.0), (33, 5000, 0.3),
+                                              (257, 20000, 0.1), (257, 20000, 50.0),
+                                              (4097, 30000, 1.0)])
+def test_round_trip(alphabet, n, alpha):
+    rng = np.random.default_rng(alphabet + n)
+    sym = _stream(rng, alphabet, n, alpha)
+    lengths = huffman.code_lengths(np.bincount(sym, minlength=alphabet))
+    buf, nbits = huffman.encode(sym, lengths)
+    assert len(buf) == -(-nbits // 8)
+    assert np.array_equal(huffman.decode(buf, lengths, n), sym)
+    # Huffman is within one bit per symbol of the entropy
+    assert nbits <= huffman.shannon_bits(sym) + n + 1e-6
+
+
+def test_many_random_streams_decode_together():
+    rng = np.random.default_rng(1)
+    jobs, syms = [], []
+    for i in range(40):
+        a = int(rng.integers(1, 300))
+        s = _stream(rng, a, int(rng.integers(0, 3000)), float(rng.choice([0.05, 0.5, 5])))
+        lengths = huffman.code_lengths(np.bincount(s, minlength=a))
+        jobs.append((huffman.encode(s, lengths)[0], lengths, len(s), f"s{i}"))
+        syms.append(s)
+    for got, want in zip(huffman.decode_many(jobs), syms):
+        assert np.array_equal(got, want)
+
+
+def test_equal_length_codes_that_never_resynchronize():
+    # 32 equiprobable symbols: every code is 5 bits, lanes never meet; the bitwise path decodes
+    rng = np.random.default_rng(2)
+    sym = rng.integers(0, 32, 50000)
+    lengths = np.full(32, 5, np.uint8)
+    buf, _ = huffman.encode(sym, lengths)
+    assert np.array_equal(huffman.decode(buf, lengths, len(sym)), sym)
+
+
+def test_lengths_are_capped_and_complete():
+    fib = [1, 1]
+    while len(fib) < 40:
+        fib.append(fib[-1] + fib[-2])
+    lengths = huffman.code_lengths(np.array(fib))
+    assert lengths.max() == huffman.MAX_CODE_LENGTH
+    assert np.exp2(-lengths.astype(float)).sum() == 1.0      # Kraft equality: a complete code
+    # without the cap the deepest code would be 39 bits
+    assert huffman.code_lengths(np.array(fib), max_len=64).max() == 39
+
+
+def test_canonical_codes_follow_rfc1951_example():
+    # RFC 1951 section 3.2.2: lengths (3, 3, 3, 3, 3, 2, 4, 4) for A..H
+    codes = huffman.canonical_codes([3, 3, 3, 3, 3, 2, 4, 4])
+    assert [int(c) for c in codes] == [0b010, 0b011, 0b100, 0b101, 0b110, 0b00, 0b1110, 0b1111]
+
+
+def test_pack_lengths_round_trip():
+    lengths = np.array([0, 3, 15, 1, 0, 0], np.uint8)
+    packed = huffman.pack_lengths(lengths)
+    assert packed == bytes([0x30, 0x1F])
+    assert list(huffman.unpack_lengths(packed, 6)) == list(lengths)
+    with pytest.raises(FormatError):
+        huffman.unpack_lengths(bytes([0x30, 0x1F, 0x00]), 6)     # a trailing empty byte
+    with pytest.raises(CountMismatchError):
+        huffman.unpack_lengths(packed, 2)
+
+
+def test_malformed_streams_raise_format_errors():
+    sym = np.array([0, 1, 2, 1, 0, 0, 0])
+    lengths = huffman.code_lengths(np.bincount(sym))
+    buf, _ = huffman.encode(sym, lengths)
+    with pytest.raises(CountMismatchError):
+        huffman.decode(buf, lengths, len(sym) + 20)
+    with pytest.raises(CountMismatchError):
+        huffman.decode(buf + b"\0", lengths, len(sym))
+    with pytest.raises(CountMismatchError):
+        huffman.decode(b"", lengths, 3)
+    with pytest.raises(FormatError):
+        huffman.decode(buf, [1, 1, 1], len(sym))                 # over-subscribed
+    with pytest.raises(FormatError):
+        huffman.decode(b"\xff", [1, 0, 0], 1)                    # '1' is no code word
+    with pytest.raises(FormatError):
+        huffman.decode(bytes([buf[0] | 1]) if len(buf) == 1 else buf[:-1] + bytes([buf[-1] | 1]),
+                       lengths, len(sym))                        # non-zero padding
+
+
+def test_decode_is_faster_than_a_python_loop():
+    """The reason for vectorizing: decode beats dahuffman's per-bit loop on the same code."""
+    import time
+    from dahuffman.huffmancodec import PrefixCodec
+    rng = np.random.default_rng(3)
+    sym = _stream(rng, 257, 200_000, 0.3)
+    lengths = huffman.code_lengths(np.bincount(sym, minlength=257))
+    buf, _ = huffman.encode(sym, lengths)
+    codes = huffman.canonical_codes(lengths)
+    codec = PrefixCodec({int(s): (int(lengths[s]), int(codes[s])) for s in np.flatnonzero(lengths)},
+                        check=False, eof=-1)
+    t = time.perf_counter()
+    ours = huffman.decode(buf, lengths, len(sym))
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = list(codec.decode_streaming(buf))[: len(sym)]
+    t_theirs = time.perf_counter() - t
+    assert np.array_equal(ours, theirs)
+    assert t_ours * 3 < t_theirs     # loose bound for a shared CI machine; tools/ measures
