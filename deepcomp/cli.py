@@ -130,9 +130,7 @@ def cmd_train(a):
     from .sizes import stage_sizes
     sf.history.append(stage_record("baseline", {"train": cfg.to_dict()}, metrics,
                                    stage_sizes(sf), wall, epochs=epochs))
-    from . import dist
-    if dist.is_main():
-        save_stage(out, sf)
+    save_stage(out, sf)
     main_print(f"{a.model} on {a.data}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
                f"  loss {metrics['loss']:.4f}  ({wall:.1f}s)  -> {out}")
 
@@ -158,9 +156,7 @@ def cmd_prune(a):
                       iterations=a.iterations, retrain_epochs=a.retrain_epochs,
                       retrain_lr=a.retrain_lr, train=train_config(a, "retrain-", 0.01))
     res = prune(sf, data, cfg, log=main_print)
-    from . import dist
-    if dist.is_main():
-        save_stage(out, res)
+    save_stage(out, res)
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
     main_print(f"pruned {100 * (1 - z['nonzero_share']):.2f}% of {z['prunable']:,} weights: "
@@ -178,9 +174,7 @@ def cmd_quantize(a):
     cfg = QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed,
                          finetune=train_config(a, "finetune-", d.finetune.lr))
     res = quantize(sf, data, cfg)
-    from . import dist
-    if dist.is_main():
-        save_stage(out, res)
+    save_stage(out, res)
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
     b, f = m["before_finetune"], m["after_finetune"]
@@ -518,6 +512,7 @@ def main(argv=None) -> int:
     import shlex
     from . import stagefile
     stagefile.COMMAND = shlex.join(["deepcomp", *(sys.argv[1:] if argv is None else argv)])
+    from . import dist
     try:
         a.fn(a)
     except UsageError as e:
@@ -532,6 +527,8 @@ def main(argv=None) -> int:
     except OSError as e:
         sys.stderr.write(f"deepcomp {a.command}: error: {e.strerror or e}: {e.filename or ''}\n")
         return 1
+    finally:
+        dist.cleanup()
     return 0
 
 

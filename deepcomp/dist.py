@@ -10,7 +10,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "rank", "world_size", "is_main", "all_reduce_sum", "broadcast", "barrier"]
+__all__ = ["setup", "rank", "world_size", "is_main", "all_reduce_sum", "broadcast", "barrier",
+           "cleanup", "same_on_all_ranks"]
 
 
 def setup(device: torch.device) -> None:
@@ -51,3 +52,21 @@ def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def same_on_all_ranks(tensors) -> bool:
+    """True when every rank holds the same values (compared by a float64 checksum per tensor)."""
+    if not active():
+        return True
+    sums = torch.stack([t.detach().double().sum() + (t.detach().double().reshape(-1)
+                        * torch.arange(1, t.numel() + 1, dtype=torch.float64,
+                                       device=t.device)).sum() * 1e-6 for t in tensors])
+    hi, lo = sums.clone(), sums.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    return bool(torch.equal(hi, lo))

@@ -69,8 +69,18 @@ def arch_for(name: str, data: dict) -> dict:
 
 def atomic_write(path: str, write) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place, so an
-    interrupted or failed write never leaves a half-written output."""
-    path = os.fspath(path)
+    interrupted or failed write never leaves a half-written output.
+
+    Under torchrun only rank 0 writes; every rank waits until the file is in place."""
+    from . import dist
+    if not dist.is_main():
+        dist.barrier()
+        return
+    _write_atomically(os.fspath(path), write)
+    dist.barrier()
+
+
+def _write_atomically(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)

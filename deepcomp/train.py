@@ -157,6 +157,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
         bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
                                   f"({rec['seconds']:.1f}s)", final=True)
         history.append(rec)
+    if dist.active():   # BatchNorm statistics are per rank; take rank 0's, as DDP does each step
+        for b in model.buffers():
+            dist.broadcast(b, 0)
     model.eval()
     return history
 
