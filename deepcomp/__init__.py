@@ -4,6 +4,8 @@ Stages, each a function over plain data and a command:
 ``prune`` -> ``quantize`` -> ``encode`` (a ``.dc`` file) -> ``decode``/``load``.
 """
 __version__ = "0.1.0"
+from .prune import PruneConfig, prune  # noqa: E402  (stage 1: pruning)
 from .quantize import QuantizeConfig, quantize  # noqa: E402  (stage 2: weight sharing)
 from .encode import EncodeConfig, encode  # noqa: E402  (stage 3: the .dc file)
 from .decode import decode, load  # noqa: E402  (.dc file -> state dict / model)
+from .pipeline import CompressConfig, compress  # noqa: E402  (all stages, resumable)
