@@ -1,0 +1,145 @@
+"""Reproduce the paper's reference points on the real data in ../shared, one recipe at a time.
+
+    python tools/reproduce.py lenet300        # LeNet-300-100 on MNIST (paper Table 1: 40x at 1.58%)
+    python tools/reproduce.py lenet5          # LeNet-5 on MNIST (paper Table 1: 39x at 0.74%)
+    python tools/reproduce.py resnet20        # pretrained ResNet-20 on CIFAR-10, full pipeline
+
+Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
+docs/results/RECIPE.md: the commands, the time of each, the machine, and `deepcomp report`'s
+tables; docs/RESULTS.md is then rebuilt from every docs/results/*.md. Finished steps are
+reused (their outputs exist), so an interrupted run goes on where it stopped; `--fresh` redoes all.
+"""
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DEEPCOMP_SHARED", ROOT.parent / "shared"))
+MNIST = f"mnist:{SHARED / 'data' / 'mnist'}"
+CIFAR = f"cifar10:{SHARED / 'data' / 'cifar-10-batches-py'}"
+RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
+
+RECIPES = {
+    "lenet300": {
+        "title": "LeNet-300-100 on MNIST (paper, Table 1: 40x at 1.58% top-1 error)",
+        "steps": [
+            ("lenet300.pt", ["train", "--model", "lenet300", "--data", MNIST, "--epochs", "30",
+                             "--lr", "0.1"]),
+            ("lenet300.dc", ["compress", "{prev}", "--method", "layer",
+                             "--sparsity", "fc1=0.93,fc2=0.91,fc3=0.74", "--iterations", "3",
+                             "--retrain-epochs", "6", "--retrain-lr", "0.01",
+                             "--bits", "*=5", "--finetune-epochs", "2"]),
+        ],
+    },
+    "lenet5": {
+        "title": "LeNet-5 on MNIST (paper, Table 1: 39x at 0.74% top-1 error)",
+        "steps": [
+            ("lenet5.pt", ["train", "--model", "lenet5", "--data", MNIST, "--epochs", "20",
+                           "--lr", "0.05"]),
+            ("lenet5.dc", ["compress", "{prev}", "--method", "layer",
+                           "--sparsity", "conv1=0.34,conv2=0.88,fc1=0.93,fc2=0.81",
+                           "--iterations", "3", "--retrain-epochs", "3", "--retrain-lr", "0.005",
+                           "--finetune-epochs", "1"]),
+        ],
+    },
+    "resnet20": {
+        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1)",
+        "steps": [
+            ("resnet20.dc", ["compress", str(RESNET20), "--model", "resnet20", "--data", CIFAR,
+                             "--method", "global", "--sparsity", "0.85", "--iterations", "3",
+                             "--retrain-epochs", "2", "--retrain-lr", "0.01",
+                             "--weight-decay", "1e-4", "--finetune-epochs", "1"]),
+        ],
+    },
+}
+
+
+def machine() -> str:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{os.cpu_count()} CPU cores ({cpu}), {dev}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def run(name: str, out_dir: Path, fresh: bool) -> None:
+    recipe = RECIPES[name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).with_name("deepcomp"))
+    done, prev, files = [], None, []
+    for output, argv in recipe["steps"]:
+        out = out_dir / output
+        argv = [a.replace("{prev}", str(prev)) for a in argv] + ["-o", str(out), "--no-progress"]
+        cmd = ["deepcomp", *argv]
+        if out.exists() and not fresh:
+            print(f"reusing {out}", flush=True)
+            done.append((cmd, None))
+        else:
+            print("$ " + shlex.join(cmd), flush=True)
+            t0 = time.perf_counter()
+            subprocess.run([exe, *argv], check=True)
+            done.append((cmd, time.perf_counter() - t0))
+        if argv[0] == "compress":
+            stem = str(out)[:-3]
+            files += [f"{stem}.pruned.pt", f"{stem}.quantized.pt"]
+        files.append(str(out))
+        prev = out
+    if name != "resnet20":
+        files.insert(0, str(out_dir / recipe["steps"][0][0]))
+    report = subprocess.run([exe, "report", *files, "--layers", "--format", "markdown"]
+                            + (["--model", "resnet20"] if name == "resnet20" else []),
+                            check=True, capture_output=True, text=True).stdout
+    plots = ROOT / "docs" / "plots" / name
+    subprocess.run([exe, "report", *files, "--plot", str(plots)]
+                   + (["--model", "resnet20"] if name == "resnet20" else []), check=True,
+                   capture_output=True)
+    lines = [f"## {recipe['title']}", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, by "
+             f"`python tools/reproduce.py {name}`:", ""]
+    for cmd, secs in done:
+        when = f"{secs / 60:.1f} min" if secs is not None else "reused from an earlier run"
+        lines.append(f"- `{shlex.join(cmd).replace(str(SHARED), '../shared').replace(str(out_dir), 'runs')}` ({when})")
+    lines += ["", report.replace(str(SHARED), "../shared").replace(str(out_dir), "runs"), "",
+              f"Plots: docs/plots/{name}/", ""]
+    dest = ROOT / "docs" / "results" / f"{name}.md"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(lines))
+    print(f"wrote {dest}")
+
+
+def rebuild_results() -> None:
+    parts = sorted((ROOT / "docs" / "results").glob("*.md"))
+    head = ("# Results\n\nEvery table below was written by `tools/reproduce.py` from a real run on "
+            "the data in `../shared` (see each section for the command, the time and the "
+            "machine). Sizes: the baseline counts every floating-point tensor at 4 bytes; pruned "
+            "and quantized rows count as the paper does (docs/STAGEFILE.md); the encoded row is "
+            "the `.dc` file, every byte.\n\n")
+    body = "\n".join(p.read_text() for p in parts)
+    (ROOT / "docs" / "RESULTS.md").write_text(head + body)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
+    p.add_argument("--runs", default=str(ROOT / "runs"), help="folder for the model files")
+    p.add_argument("--fresh", action="store_true", help="redo every step")
+    a = p.parse_args()
+    for name in a.recipes:
+        run(name, Path(a.runs), a.fresh)
+    rebuild_results()
+
+
+if __name__ == "__main__":
+    main()
