@@ -2,14 +2,15 @@
 
 A code is given by its code lengths only (docs/FORMAT.md, "Huffman streams"): symbols sorted by
 (length, value) get consecutive codes. Lengths are capped at :data:`MAX_CODE_LENGTH` so a code
-table fits in 4 bits per symbol and the decoding table in ``2**15`` entries.
+table fits in 4 bits per symbol and a decoding table in ``2**15`` entries.
 
-Decoding has no loop over symbols. For every bit position ``p`` of the stream, a table lookup of
-the 15-bit window starting at ``p`` gives the length of the code word that would start there, so
-``next[p] = p + length``. The symbols start on the chain ``0, next[0], next[next[0]], ...``:
-``next`` is raised to the power ``2**K`` by ``K`` squarings, the chain is followed in jumps of
-``2**K`` symbols, and the ``2**K`` symbols between two jumps are filled in lockstep for all jumps
-at once. ``K`` is chosen per segment of the stream to balance the two costs.
+Neither direction loops over symbols in Python. Encoding writes bit ``j`` of every code word in
+one numpy pass per bit position. Decoding (:func:`decode_many`) cuts every stream into lanes of
+about 128 symbols and decodes all lanes of all streams of a file in lockstep, one table lookup
+per lane per step; Huffman codes resynchronize, so a lane that starts in the middle of a code
+word soon joins the true path, and the lanes are stitched together where their paths agree.
+Codes that do not resynchronize fall back to :func:`_decode_bitwise`, which finds the chain of
+code word starts by pointer doubling over all bit positions.
 """
 from __future__ import annotations
 
@@ -117,9 +118,8 @@ def decode(buf, lengths, count: int, what: str = "stream") -> np.ndarray:
     return decode_many([(buf, lengths, count, what)])[0]
 
 
-_INVALID = 1 << 40          # advance at an unassigned code word: leaves every lane at once
-_LANE_SYMBOLS = 48          # symbols per lane
-_OVERLAP_SYMBOLS = 12       # a lane runs this far into the next one to meet its path
+_LANE_SYMBOLS = 128         # symbols per lane
+_OVERLAP_SYMBOLS = 16       # a lane runs this far into the next one to meet its path
 
 
 class _Stream:
@@ -149,8 +149,8 @@ class _Stream:
         span = np.int64(1) << (L - self.lengths[used])
         offs = np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)
         slot = np.repeat(codes[used] << (L - self.lengths[used]), span) + offs
-        self.adv = np.full(1 << L, _INVALID, np.int64)
-        self.sym = np.zeros(1 << L, np.int32)
+        self.adv = np.ones(1 << L, np.int64)       # an unassigned code word: one bit,
+        self.sym = np.full(1 << L, -1, np.int32)    # symbol -1 (an error if it is needed)
         self.adv[slot] = np.repeat(self.lengths[used], span)
         self.sym[slot] = np.repeat(used, span)
 
@@ -158,8 +158,8 @@ class _Stream:
         """Check the first ``count`` decoded symbols (start bits ``pos``, advances ``adv``)
         and the stream's end; return their symbols."""
         pos, adv, sym = pos[: self.count], adv[: self.count], sym[: self.count]
-        if (adv == _INVALID).any():
-            at = int(pos[np.argmax(adv == _INVALID)]) - sbit
+        if len(sym) and sym.min() < 0:
+            at = int(pos[np.argmax(sym < 0)]) - sbit
             raise FormatError(f"{self.what}: invalid Huffman code word at bit {at}")
         if len(pos) < self.count:
             raise CountMismatchError(f"{self.what}: the stream holds {len(pos)} of "
@@ -178,135 +178,196 @@ class _Stream:
 def decode_many(streams) -> list[np.ndarray]:
     """Decode several ``(buf, lengths, count, what)`` streams at once; see :func:`decode`.
 
-    Every stream is cut into lanes of about 48 symbols' worth of bits, and all lanes of all
+    Every stream is cut into lanes of about 128 symbols' worth of bits, and all lanes of all
     streams are decoded in lockstep, one symbol per lane per numpy step. A lane other than a
     stream's first starts at its first bit, which need not be a code word boundary; Huffman codes
     resynchronize within a few symbols, so each lane runs on into the next, and the true path
-    switches from a lane to the next where their paths meet. A stream where two lanes do not
-    meet (a code that does not resynchronize, such as one of equal lengths) is decoded by
-    :func:`_decode_bitwise` instead.
+    passes from a lane to the next where their paths agree. A lane whose path has not met its
+    predecessor's by then is decoded again from where the predecessor's path enters it. A stream
+    that still has such lanes after a few rounds (a code that does not resynchronize, such as one
+    of equal lengths) is decoded by :func:`_decode_bitwise` instead.
     """
-    parsed = [_Stream(*s) for s in streams]
-    out = [np.empty(0, np.int32) for _ in parsed]
-    live = [i for i, s in enumerate(parsed) if s.count]
-    if not live:
+    streams = list(streams)
+    out = [np.empty(0, np.int32) for _ in streams]
+    datas = [np.frombuffer(s[0], dtype=np.uint8) for s in streams]
+    lens = [np.asarray(s[1], dtype=np.int64).reshape(-1) for s in streams]
+    counts = np.array([int(s[2]) for s in streams], np.int64)
+    nbytes = np.array([len(d) for d in datas], np.int64)
+    if len(streams) == 0:
         return out
-    # All streams in one byte buffer; the 32-bit big-endian word at every byte.
-    first_byte = np.cumsum([0] + [len(parsed[i].data) for i in live])
-    data = np.concatenate([parsed[i].data for i in live] + [np.zeros(4, np.uint8)]).astype(np.uint32)
-    words = (data[:-3] << 24) | (data[1:-2] << 16) | (data[2:-1] << 8) | data[3:]
-    adv_tbl = np.concatenate([parsed[i].adv for i in live])
-    sym_tbl = np.concatenate([parsed[i].sym for i in live])
-    tbl_base = np.cumsum([0] + [1 << parsed[i].L for i in live])
+    bad = (counts < 0) | ((counts == 0) & (nbytes > 0))
+    live = np.flatnonzero(counts > 0)
+    # Code tables of all live streams at once: counts per length, Kraft, sizes (docs/FORMAT.md).
+    k = len(live)
+    if k:
+        size = np.array([len(lens[i]) for i in live], np.int64)
+        L_all = np.concatenate([lens[i] for i in live]) if size.sum() else np.zeros(0, np.int64)
+        sid = np.repeat(np.arange(k), size)
+        sym = np.arange(len(L_all)) - np.repeat(np.cumsum(size) - size, size)
+        bad_len = np.bincount(sid, weights=(L_all < 0) | (L_all > MAX_CODE_LENGTH),
+                              minlength=k) > 0
+        Lc = np.clip(L_all, 0, MAX_CODE_LENGTH)
+        cnt = np.bincount(sid * 16 + Lc, minlength=16 * k).reshape(k, 16)
+        cnt[:, 0] = 0
+        kraft = (cnt << (MAX_CODE_LENGTH - np.arange(16))).sum(1) > 1 << MAX_CODE_LENGTH
+        has = cnt > 0
+        Lmax = np.where(has.any(1), 15 - np.argmax(has[:, ::-1], 1), 0)
+        Lmin = np.where(has.any(1), np.argmax(has, 1), 0)
+        nb = 8 * nbytes[live]
+        cl = counts[live]
+        fits = (cl * Lmin <= nb) & (nbytes[live] <= -(-cl * Lmax // 8))
+        bad[live] |= bad_len | kraft | ~has.any(1) | ~fits
+    if bad.any():
+        i = int(np.argmax(bad))
+        _Stream(*streams[i])              # raises the stream's own error
+        raise FormatError(f"{streams[i][3]}: malformed stream")
+    if not k:
+        return out
+    # Canonical codes (RFC 1951) per stream, then every stream's window table, back to back.
+    first = np.zeros((k, 17), np.int64)
+    for n in range(1, 16):
+        first[:, n] = (first[:, n - 1] + cnt[:, n - 1]) << 1
+    used = np.flatnonzero(L_all > 0)
+    us, ul, uy = sid[used], L_all[used], sym[used]
+    o = np.lexsort((uy, ul, us))
+    us, ul, uy = us[o], ul[o], uy[o]
+    key = us * 16 + ul
+    code = first[us, ul] + np.arange(len(key)) - np.searchsorted(key, key)
+    tsize = np.int64(1) << Lmax
+    tbase = np.cumsum(tsize) - tsize
+    span = np.int64(1) << (Lmax[us] - ul)
+    slot = np.repeat(tbase[us] + (code << (Lmax[us] - ul)), span) \
+        + np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)
+    adv_tbl = np.ones(int(tsize.sum()), np.uint64)    # an unassigned code word: one bit,
+    sym_tbl = np.full(int(tsize.sum()), -1, np.int32)  # symbol -1 (an error if it is needed)
+    adv_tbl[slot] = np.repeat(ul, span)
+    sym_tbl[slot] = np.repeat(uy, span)
+
+    # All streams in one byte buffer; the 64-bit big-endian word at every byte.
+    first_byte = np.concatenate([[0], np.cumsum(nbytes[live])])
+    data = np.concatenate([datas[i] for i in live] + [np.zeros(8, np.uint8)])
+    words = np.ndarray((len(data) - 7,), ">u8", data, strides=(1,)).astype(np.uint64)
 
     # Lanes of C bits; each runs W bits into the next lane.
-    cols = {k: [] for k in ("start", "stop", "stream", "shift", "mask", "base", "W")}
-    for k, i in enumerate(live):
-        s = parsed[i]
-        sbit, ebit = 8 * int(first_byte[k]), 8 * int(first_byte[k + 1])
-        avg = s.nbits / s.count
-        W = max(2 * s.L, int(_OVERLAP_SYMBOLS * avg))
-        C = max(2 * W, int(_LANE_SYMBOLS * avg))
-        starts = np.arange(sbit, ebit, C, dtype=np.int64)
-        cols["start"].append(starts)
-        cols["stop"].append(np.minimum(starts + C + W, ebit))
-        for key, v in (("stream", k), ("shift", 32 - s.L), ("mask", (1 << s.L) - 1),
-                       ("base", int(tbl_base[k])), ("W", W)):
-            cols[key].append(np.full(len(starts), v, np.int64))
-    lane = {k: np.concatenate(v) for k, v in cols.items()}
-    M = len(lane["start"])
-
-    # Lockstep: P[r, j] is where lane j's r-th symbol starts, T[r, j] its table slot.
-    def run(idx, starts):
-        pos = starts.astype(np.int64)
-        stop, shift = lane["stop"][idx], lane["shift"][idx]
-        mask, base = lane["mask"][idx], lane["base"][idx]
-        ps, ts = [], []
-        while True:
-            w = words.take(pos >> 3, mode="clip")
-            t = ((w >> (shift - (pos & 7))) & mask) + base
-            ps.append(pos)
-            ts.append(t)
-            pos = pos + adv_tbl.take(t)
-            if len(ps) % 4 == 0 and (pos >= stop).all():
-                return np.stack(ps), np.stack(ts)
-
+    avg = nb / cl
+    W = np.maximum(2 * Lmax, (_OVERLAP_SYMBOLS * avg).astype(np.int64))
+    C = np.maximum(2 * W, (_LANE_SYMBOLS * avg).astype(np.int64))
+    nl = -(-nb // C)
+    ls = np.repeat(np.arange(k), nl)
+    M = len(ls)
+    sbit, ebit = 8 * first_byte[:-1], 8 * first_byte[1:]
+    lane = {"start": sbit[ls] + (np.arange(M) - np.repeat(np.cumsum(nl) - nl, nl)) * C[ls],
+            "stream": ls, "end": ebit[ls], "shift": 64 - Lmax[ls],
+            "base": tbase[ls], "W": W[ls]}
+    lane["stop"] = np.minimum(lane["start"] + C[ls] + W[ls], lane["end"])
     first = np.ones(M, bool)
     first[1:] = lane["stream"][1:] != lane["stream"][:-1]
-    exact = first.copy()                # lanes whose path starts on a true code word boundary
-    P, T = run(np.arange(M), lane["start"])
-    for _ in range(_ROUNDS):
-        meet, met = _meet(P, lane, exact)
-        if met.all():
-            break
-        # Decode again every lane that missed its predecessor, from where the predecessor's
-        # path enters it. That entry is exact once the predecessor is right, which is checked
-        # again in the next round: a lane whose predecessor changed is no longer exact.
-        redo = np.flatnonzero(~met)
-        prev = P[:, redo - 1]
-        entry = prev[(prev >= lane["start"][redo]).argmax(0), np.arange(len(redo))]
-        P2, T2 = run(redo, entry)
-        if P2.shape[0] > P.shape[0]:
-            grow = P2.shape[0] - P.shape[0]
-            P = np.pad(P, ((0, grow), (0, 0)), constant_values=_FAR)
-            T = np.pad(T, ((0, grow), (0, 0)))
-        P[:, redo] = _FAR
-        P[: P2.shape[0], redo] = P2
-        T[: T2.shape[0], redo] = T2
-        exact[redo] = True
-        after = redo + 1
-        after = after[after < M]
-        exact[after[~first[after]]] = False
-    else:
-        meet, met = _meet(P, lane, exact)
+    last = np.ones(M, bool)
+    last[:-1] = first[1:]
+    # Lane j takes over from lane j-1 at the first position of its path at or past
+    # thr_j = start_j + W; lane j-1 runs that far, so the two agree there once they have met.
+    thr = np.minimum(lane["start"] + lane["W"], lane["end"])
+    rows = int(1.5 * (_LANE_SYMBOLS + _OVERLAP_SYMBOLS)) + 8
 
-    # Lane j's symbols: from its meeting point with lane j-1 up to its meeting point with
-    # lane j+1 (for a stream's last lane: up to the stream's end).
-    upto = np.empty(M, np.int64)
-    upto[:-1] = np.where(first[1:], lane["stop"][:-1], meet[1:])
-    upto[-1] = lane["stop"][-1]
-    sel = ((P >= meet) & (P < upto)).T
-    pos_all, slot_all = P.T[sel], T.T[sel]
-    per_stream = np.bincount(lane["stream"], weights=sel.sum(1), minlength=len(live)).astype(np.int64)
-    bad = np.bincount(lane["stream"], weights=~met, minlength=len(live)) > 0
-    bounds = np.cumsum(np.concatenate([[0], per_stream]))
-    for k, i in enumerate(live):
-        s = parsed[i]
-        if bad[k]:
-            out[i] = _decode_bitwise(s)
-            continue
-        slots = slot_all[bounds[k]:bounds[k + 1]]
-        out[i] = s.finish(pos_all[bounds[k]:bounds[k + 1]], adv_tbl[slots], sym_tbl[slots],
-                          8 * int(first_byte[k]))
+    def run(idx, starts):
+        """Lockstep decoding of lanes ``idx`` from ``starts`` until each reaches its stop:
+        positions P[n, steps + 1] (the last column: past the stop) and table slots T[n, steps],
+        one row per lane. Unsigned 64-bit: a left shift drops the bits before the window."""
+        stop = lane["stop"][idx].astype(np.uint64)
+        shift, base = lane["shift"][idx].astype(np.uint64), lane["base"][idx].astype(np.uint64)
+        P = np.empty((len(idx), rows), np.uint64)
+        T = np.empty((len(idx), rows), np.uint64)
+        p = starts.astype(np.uint64)
+        P[:, 0] = p
+        r = 0
+        while True:
+            if r + 2 >= P.shape[1]:
+                P = np.concatenate([P, np.empty_like(P)], axis=1)
+                T = np.concatenate([T, np.empty_like(T)], axis=1)
+            t = ((words.take(p >> _U3, mode="clip") << (p & _U7)) >> shift) + base
+            T[:, r] = t
+            p = p + adv_tbl.take(t)
+            r += 1
+            P[:, r] = p
+            if r % 4 == 0 and (p >= stop).all():
+                break
+        return P[:, :r + 1].view(np.int64), T[:, :r].view(np.int64)   # all values < 2**63
+
+    def index_at(P, rows_, bound):
+        """Per row of ``rows_``: the index of the first position at or past ``bound``."""
+        return np.minimum((P[rows_] < bound[:, None]).sum(1), P.shape[1] - 1)
+
+    P, T = run(np.arange(M), lane["start"])
+    # lo[j]: where lane j's symbols start (its handover); hi[j]: where they end (the next
+    # lane's handover on lane j's path, or the stream's end); entry[j]: lane j-1's position
+    # there. Lane j is right once lane j-1 is and entry[j] == handover[j].
+    everything = np.arange(M)
+    lo = np.where(first, 0, index_at(P, everything, thr))
+    succ = np.minimum(everything + 1, M - 1)
+    hi = np.where(last, index_at(P, everything, lane["stop"]), index_at(P, everything, thr[succ]))
+    handover = P[everything, lo]
+    entry = np.where(first, handover, np.roll(P[everything, hi], 1))
+    check = np.flatnonzero(~first)
+    for _ in range(_ROUNDS):
+        unmet = check[handover[check] != entry[check]]
+        if not len(unmet):
+            break
+        # Decode those lanes again from where their predecessor's path enters them: exact once
+        # the predecessor is right. Their successors' entries change, so check those again.
+        P2, T2 = run(unmet, entry[unmet])
+        if P2.shape[1] > P.shape[1]:
+            grow = P2.shape[1] - P.shape[1]
+            P = np.concatenate([P, np.repeat(P[:, -1:], grow, 1)], axis=1)
+            T = np.concatenate([T, np.zeros((M, grow), T.dtype)], axis=1)
+        P[unmet] = P2[:, -1:]
+        P[unmet, :P2.shape[1]] = P2
+        T[unmet, :T2.shape[1]] = T2
+        lo[unmet] = 0
+        handover[unmet] = entry[unmet]
+        um_last = last[unmet]
+        bound = np.where(um_last, lane["stop"][unmet], thr[succ[unmet]])
+        hi[unmet] = index_at(P, unmet, bound)
+        nxt = unmet[~um_last] + 1
+        entry[nxt] = P[nxt - 1, hi[nxt - 1]]
+        check = np.union1d(unmet, nxt)
+    unsynced = np.bincount(ls, weights=handover != entry, minlength=k) > 0
+
+    # Each stream's symbols, lane after lane; its first `count` are checked as docs/FORMAT.md
+    # says (the rest were decoded from padding bits).
+    n_lane = np.maximum(hi - lo, 0)
+    total = int(n_lane.sum())
+    off = np.cumsum(n_lane) - n_lane
+    width = T.shape[1]
+    flat = np.repeat(everything * width + lo - off, n_lane) + np.arange(total)
+    slot_all = T.reshape(-1).take(flat)
+    sym_all = sym_tbl.take(slot_all)
+    got = np.bincount(ls, weights=n_lane, minlength=k).astype(np.int64)
+    start_of = np.cumsum(got) - got
+    take = np.minimum(got, cl)
+    li = np.maximum(start_of + take - 1, 0)                 # the last symbol of each stream
+    lane_of = np.searchsorted(off, li, side="right") - 1
+    lane_of = np.clip(lane_of, 0, M - 1)
+    col = lo[lane_of] + li - off[lane_of]
+    end = P[lane_of, np.minimum(col, P.shape[1] - 1)] \
+        + adv_tbl[slot_all[np.minimum(li, max(total - 1, 0))]].astype(np.int64) - sbit \
+        if total else np.zeros(k, np.int64)
+    tail = np.array([int(datas[i][-1]) for i in live])
+    pad_ok = (tail & ((1 << np.clip(nb - end, 0, 8)) - 1)) == 0
+    ok = ~unsynced & (got >= cl) & (end <= nb) & (nb - end < 8) & pad_ok
+    if total and sym_all.min() < 0:
+        for j in range(k):
+            if (sym_all[start_of[j]:start_of[j] + take[j]] < 0).any():
+                ok[j] = False
+    for j, i in enumerate(live):
+        if ok[j]:
+            out[i] = sym_all[start_of[j]:start_of[j] + take[j]]
+        else:                      # the bitwise decoder decodes it, or raises the stream's error
+            out[i] = _decode_bitwise(_Stream(*streams[i]))
     return out
 
 
+_U3, _U7 = np.uint64(3), np.uint64(7)
 _ROUNDS = 4                 # rounds of re-decoding lanes that missed their predecessor
-_FAR = 1 << 62              # a position past every stream: padding of shorter paths
-
-
-def _meet(P, lane, exact):
-    """Where the path of lane j-1 meets the path of lane j: the first position of lane j-1 in
-    ``[start_j, start_j + W)`` that lane j's path also visits. A lane that starts exactly on
-    its predecessor's path meets it at its own start. Returns (meet positions, met flags)."""
-    M = P.shape[1]
-    start, W = lane["start"], lane["W"]
-    rel = P - start
-    seen = np.zeros((M, int(W.max())), bool)           # lane j's positions in its first W bits
-    r, j = np.nonzero((rel >= 0) & (rel < W))
-    seen[j, rel[r, j]] = True
-    relp = P[:, :-1] - start[1:]                        # lane j-1 relative to start_j
-    hit = np.zeros(relp.shape, bool)
-    r, j = np.nonzero((relp >= 0) & (relp < W[1:]))
-    hit[r, j] = seen[j + 1, relp[r, j]]
-    met = np.ones(M, bool)
-    met[1:] = hit.any(0)
-    meet = np.full(M, -1, np.int64)
-    meet[1:] = P[:, :-1][hit.argmax(0), np.arange(M - 1)]
-    meet[exact] = P[0, exact]
-    met |= exact
-    meet[~met] = -1
-    return meet, met
 
 
 _SEGMENT_BITS = 1 << 20     # the bitwise decoder's working set: ~40 bytes per bit of a segment
@@ -338,8 +399,6 @@ def _decode_bitwise(s: _Stream) -> np.ndarray:
         out_slot.append(slot[chain])
         filled += len(chain)
         last = int(chain[-1])
-        if adv[last] == _INVALID:
-            break
         pos += last + int(adv[last])
     pos_all = np.concatenate(out_pos)
     slots = np.concatenate(out_slot)

@@ -1,0 +1,149 @@
+"""Codec speed and Huffman efficiency of a .dc file's streams, against dahuffman.
+
+    .venv/bin/python tools/bench_codec.py                      # ResNet-20, pruned + quantized here
+    .venv/bin/python tools/bench_codec.py --stage runs/x.pt    # any quantized or pruned stage file
+
+Without --stage, the pretrained ResNet-20 (/work/shared/models) is pruned by magnitude per layer
+(--keep, default 0.3) and quantized by k-means (deepcomp.quantize, 8 bits conv / 5 bits fc, no
+fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file is
+decoded by deepcomp.huffman (all streams in one batch, as deepcomp.decode does) and by
+dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from deepcomp import huffman  # noqa: E402
+from deepcomp.encode import EncodeConfig, encode_stage  # noqa: E402
+from deepcomp.stagefile import StageFile, load_stage  # noqa: E402
+
+RESNET20 = "/work/shared/models/resnet20-12fca82f.th"
+
+
+def make_stage(keep: float) -> StageFile:
+    from deepcomp.quantize import QuantizeConfig, quantize
+    from deepcomp.sparse import is_prunable_weight
+    from deepcomp.train import TrainConfig
+    sf = load_stage(RESNET20, model="resnet20")
+    for n, w in sf.state_dict.items():
+        if is_prunable_weight(n, w):
+            k = max(1, int(w.numel() * (1 - keep)))
+            m = w.abs() > w.abs().flatten().kthvalue(k)[0]
+            sf.masks[n] = m
+            sf.state_dict[n] = w * m
+    return quantize(sf, None, QuantizeConfig(finetune=TrainConfig(epochs=0)))
+
+
+def streams_of(buf: bytes) -> list[tuple]:
+    """(name, bytes, code lengths, count) of every Huffman stream in a .dc file."""
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    h = json.loads(buf[28:28 + hlen])
+    data = buf[28 + hlen:-4]
+    out = []
+    for t in h["tensors"]:
+        s = {name: data[off:off + n] for name, off, n, _ in t["sections"]}
+        numel = int(np.prod(t["shape"]))
+        if "gaps" in s:
+            out.append((t["name"] + " gaps", s["gaps"], huffman.unpack_lengths(
+                s["gap_codes"], (1 << t["index_bits"]) + 1), t["entries"]))
+        if "weights" in s:
+            count = numel if t["kind"] == "quantized_dense" else t["nonzeros"]
+            out.append((t["name"] + " weights", s["weights"], huffman.unpack_lengths(
+                s["weight_codes"], t["codebook_size"] + 1), count))
+    return out
+
+
+def best(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.process_time()
+        r = fn()
+        times.append(time.process_time() - t)
+    return min(times), r
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stage", help="quantized or pruned stage file (default: ResNet-20 made here)")
+    p.add_argument("--keep", type=float, default=0.3, help="share of weights kept (default 0.3)")
+    p.add_argument("--repeat", type=int, default=5, help="timing repeats, best taken")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    sf = load_stage(a.stage) if a.stage else make_stage(a.keep)
+    buf, rec = encode_stage(sf, EncodeConfig())
+    streams = streams_of(buf)
+    jobs = [(b, L, n, name) for name, b, L, n in streams]
+
+    from dahuffman.huffmancodec import PrefixCodec
+    t_ours, ours = best(lambda: huffman.decode_many(jobs), a.repeat)
+    t_each = sum(best(lambda j=j: huffman.decode(*j), a.repeat)[0] for j in jobs)
+    t_enc = 0.0
+    rows, t_da, t_da_enc = [], 0.0, 0.0
+    for (name, b, L, n), sym in zip(streams, ours):
+        codes = huffman.canonical_codes(L)
+        table = {int(s): (int(L[s]), int(codes[s])) for s in np.flatnonzero(L)}
+        codec = PrefixCodec(table, check=False, eof=-1)
+        t = time.process_time()
+        theirs = list(codec.decode_streaming(b))[:n]
+        t_da += time.process_time() - t
+        if not np.array_equal(np.asarray(theirs), sym):
+            raise SystemExit(f"{name}: dahuffman decodes different symbols")
+        # dahuffman needs an end symbol to finish a byte; time its encoding up to there
+        gen = codec.encode_streaming(sym.tolist())
+        t = time.process_time()
+        enc = bytearray()
+        try:
+            for byte in gen:
+                enc.append(byte)
+        except KeyError:
+            pass
+        t_da_enc += time.process_time() - t
+        dt, (ours_b, nbits) = best(lambda: huffman.encode(sym, L), a.repeat)
+        t_enc += dt
+        assert ours_b[:len(enc)] == bytes(enc)
+        bound = huffman.shannon_bits(sym)
+        rows.append({"stream": name, "symbols": int(n), "bits": nbits,
+                     "bits_per_symbol": nbits / max(n, 1),
+                     "efficiency": bound / nbits if nbits else None})
+    total_bits = sum(r["bits"] for r in rows)
+    total_bound = sum(r["efficiency"] * r["bits"] for r in rows if r["efficiency"] is not None)
+    res = {"file_bytes": len(buf), "ratio": rec["sizes"]["ratio"],
+           "breakdown": rec["sizes"]["breakdown"], "streams": len(rows),
+           "symbols": sum(r["symbols"] for r in rows), "stream_bits": total_bits,
+           "efficiency": total_bound / total_bits,
+           "decode_s": {"deepcomp_batched": t_ours, "deepcomp_per_stream": t_each,
+                        "dahuffman": t_da},
+           "encode_s": {"deepcomp": t_enc, "dahuffman": t_da_enc},
+           "speedup_decode_batched": t_da / t_ours, "speedup_decode_per_stream": t_da / t_each,
+           "speedup_encode": t_da_enc / t_enc, "rows": rows}
+    print(f"{len(rows)} streams, {res['symbols']:,} symbols, {total_bits:,} bits; file "
+          f"{len(buf):,} bytes ({res['ratio']:.1f}x of dense)")
+    print(f"decode: deepcomp {1e3 * t_ours:.1f} ms (batched), {1e3 * t_each:.1f} ms (stream by "
+          f"stream); dahuffman {1e3 * t_da:.1f} ms -> {res['speedup_decode_batched']:.1f}x, "
+          f"{res['speedup_decode_per_stream']:.1f}x")
+    print(f"encode: deepcomp {1e3 * t_enc:.1f} ms; dahuffman {1e3 * t_da_enc:.1f} ms -> "
+          f"{res['speedup_encode']:.1f}x")
+    print(f"Huffman efficiency (Shannon bound / bits used): {100 * res['efficiency']:.2f}% overall")
+    print(f"| {'stream':30s} | symbols | bits/symbol | efficiency |")
+    print(f"|{'-' * 32}|---------|-------------|------------|")
+    for r in rows:
+        eff = f"{100 * r['efficiency']:.2f}%" if r["efficiency"] is not None else "-"
+        print(f"| {r['stream']:30s} | {r['symbols']:7d} | {r['bits_per_symbol']:11.2f} | {eff:>10s} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
