@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import huffman
-from .encode import DTYPES, MAX_BITS, PREFIX, complete_record
+from .encode import DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX, complete_record
 from .sparse import as_2d
 from .errors import (BadMagicError, ChecksumError, CountMismatchError, FormatError, HeaderError,
                      HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
@@ -26,7 +26,6 @@ __all__ = ["read_dc", "decode_bytes", "decode", "load", "MAX_HEADER_BYTES", "MAX
 
 MAJOR = 1
 MAGIC = b"DEEPCOMP"
-MAX_HEADER_BYTES = 16 << 20       # a header over 16 MiB is refused before it is read
 MAX_ELEMENTS = 1 << 30            # at most 2**30 decoded elements (4 GiB of float32) per file
 SECTIONS = {"dense": ["dense"],
             "sparse": ["gap_codes", "gaps", "values"],
@@ -97,8 +96,17 @@ def _is_int(x, lo=0, hi=None):
 
 
 def _header(raw: bytes, name: str) -> dict:
+    d = zlib.decompressobj(-15)
     try:
-        h = json.loads(raw.decode("utf-8"))
+        text = d.decompress(raw, MAX_HEADER_BYTES + 1)
+    except zlib.error as e:
+        raise HeaderError(f"{name}: header is not valid DEFLATE data ({e})") from None
+    if len(text) > MAX_HEADER_BYTES or d.unconsumed_tail:
+        raise HeaderTooLargeError(f"{name}: header inflates past the {MAX_HEADER_BYTES}-byte cap")
+    if not d.eof or d.unused_data:
+        raise HeaderError(f"{name}: header DEFLATE stream is truncated or followed by bytes")
+    try:
+        h = json.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise HeaderError(f"{name}: header is not valid JSON ({str(e)[:80]})") from None
     if not isinstance(h, dict) or set(h) != {"arch", "data", "history", "tensors"}:

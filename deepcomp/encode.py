@@ -25,6 +25,7 @@ __all__ = ["EncodeConfig", "encode", "encode_stage", "pack", "DC_VERSION", "PREF
 
 DC_VERSION = (1, 0)                  # (major, minor) of docs/FORMAT.md
 PREFIX = struct.Struct("<8sHHIIQ")   # magic, major, minor, header length, header CRC32, data length
+MAX_HEADER_BYTES = 16 << 20          # cap on the header, stored and inflated
 MAX_BITS = 12                        # widest cluster index / relative index the format allows
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
@@ -213,6 +214,13 @@ def canonical_json(obj) -> bytes:
                       ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
+def deflate(raw: bytes) -> bytes:
+    """Raw DEFLATE (RFC 1951, zlib level 9): the stage history repeats its keys, and every
+    header byte counts toward the compression ratio."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    return c.compress(raw) + c.flush()
+
+
 def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes:
     """The bytes of a .dc file (docs/FORMAT.md, "Layout")."""
     entries, blobs, offset = [], [], 0
@@ -223,7 +231,8 @@ def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes
             blobs.append(b)
             offset += len(b)
         entries.append({**t.entry, "sections": secs})
-    header = canonical_json({"arch": arch, "data": data, "history": history, "tensors": entries})
+    header = deflate(canonical_json({"arch": arch, "data": data, "history": history,
+                                     "tensors": entries}))
     body = PREFIX.pack(b"DEEPCOMP", *DC_VERSION, len(header), zlib.crc32(header), offset) \
         + header + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))

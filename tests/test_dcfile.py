@@ -13,11 +13,15 @@ from torch import nn
 from deepcomp import errors
 from deepcomp.cli import main
 from deepcomp.decode import decode_bytes, read_dc
-from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors, pack
+from deepcomp.encode import EncodeConfig, deflate, encode_stage, encode_tensors, pack
 from deepcomp.models import _registry
 from deepcomp.stagefile import StageFile, load_stage, save_stage
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "tiny.dc")
+
+
+def inflate(raw: bytes) -> bytes:
+    return zlib.decompress(raw, -15)
 
 
 class Tiny(nn.Module):
@@ -100,8 +104,9 @@ def test_golden_bytes_match_the_byte_table():
     header = buf[28:28 + hlen]
     assert zlib.crc32(header) == hcrc
     assert struct.unpack("<I", buf[-4:])[0] == zlib.crc32(buf[:-4])
-    h = json.loads(header)
-    assert header == json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
+    text = inflate(header)                       # raw DEFLATE of the canonical JSON
+    h = json.loads(text)
+    assert text == json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
     names = [t["name"] for t in h["tensors"]]
     assert names == sorted(names) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight",
                                       "fc3.bias", "fc3.weight"]
@@ -288,7 +293,7 @@ def test_named_errors_for_each_malformation():
 def _forge(buf: bytes, edit) -> bytes:
     """Edit the header JSON (and data) of a valid file, then make every checksum right again."""
     hlen, _, dlen = struct.unpack_from("<IIQ", buf, 12)
-    h = json.loads(buf[28:28 + hlen])
+    h = json.loads(inflate(buf[28:28 + hlen]))
     data = bytearray(buf[28 + hlen:28 + hlen + dlen])
     data = edit(h, data) or data
     try:
@@ -300,7 +305,7 @@ def _forge(buf: bytes, edit) -> bytes:
                     pass
     except (TypeError, KeyError):
         pass                                 # a header forged past the point of sections
-    header = json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
+    header = deflate(json.dumps(h, sort_keys=True, separators=(",", ":")).encode())
     body = b"DEEPCOMP" + struct.pack("<HHIIQ", 1, 0, len(header), zlib.crc32(header),
                                      len(data)) + header + bytes(data)
     return body + struct.pack("<I", zlib.crc32(body))

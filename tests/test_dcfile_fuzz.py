@@ -7,7 +7,7 @@ import time
 import tracemalloc
 import zlib
 
-from test_dcfile import _forge, dctiny, tiny_bytes  # noqa: F401  (dctiny: autouse fixture)
+from test_dcfile import _forge, dctiny, inflate, tiny_bytes  # noqa: F401  (dctiny: autouse)
 
 from deepcomp.decode import decode_bytes
 from deepcomp.errors import FormatError
@@ -74,7 +74,7 @@ def test_forged_header_mutations_with_valid_checksums():
     reader's own validation (not the checksums) must catch it."""
     buf = tiny_bytes()
     hlen = struct.unpack_from("<I", buf, 12)[0]
-    paths = [p for p in _leaves(json.loads(buf[28:28 + hlen])) if p and p[0] != "history"]
+    paths = [p for p in _leaves(json.loads(inflate(buf[28:28 + hlen]))) if p and p[0] != "history"]
     rnd = random.Random(99)
     seen = {}
     tracemalloc.start()
@@ -108,13 +108,22 @@ def test_forged_data_mutations_with_valid_checksums():
 
 
 def test_header_bytes_mutations_with_valid_checksums():
+    """Bytes of the header's JSON text changed, then deflated and checksummed again; and the
+    deflated bytes themselves changed."""
+    from deepcomp.encode import deflate
     buf = tiny_bytes()
     hlen, _, dlen = struct.unpack_from("<IIQ", buf, 12)
+    text = inflate(buf[28:28 + hlen])
     rnd = random.Random(5)
     seen = {}
-    for _ in range(1000):
-        h = bytearray(buf[28:28 + hlen])
-        h[rnd.randrange(len(h))] = rnd.randrange(256)
+    for i in range(1000):
+        if i % 2:
+            t = bytearray(text)
+            t[rnd.randrange(len(t))] = rnd.randrange(256)
+            h = bytearray(deflate(bytes(t)))
+        else:
+            h = bytearray(buf[28:28 + hlen])
+            h[rnd.randrange(len(h))] = rnd.randrange(256)
         data = buf[28 + hlen:28 + hlen + dlen]
         body = buf[:12] + struct.pack("<IIQ", len(h), zlib.crc32(bytes(h)), dlen) + bytes(h) + data
         _try(body + struct.pack("<I", zlib.crc32(body)), seen)
