@@ -44,6 +44,9 @@ class EncodeConfig:
     # Store dense tensors (biases, batch norm) as float16: lossy, off by default (the paper
     # keeps them at 32 bits).
     float16: bool = False
+    # Longest Huffman code the encoder writes (the format allows 15): decoding tables of at
+    # most 2**12 entries per stream, at a cost of a few hundredths of a percent of the bits.
+    max_code_length: int = 12
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,9 +78,12 @@ def resolve_index_bits(sf, setting: str) -> dict:
     return out
 
 
-def _huffman(symbols: np.ndarray, alphabet: int) -> tuple[bytes, bytes, int, float]:
+def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[bytes, bytes, int, float]:
     """(code table, stream, bits used, Shannon bound in bits) of a symbol stream."""
-    lengths = huffman.code_lengths(np.bincount(symbols, minlength=alphabet))
+    freqs = np.bincount(symbols, minlength=alphabet)
+    used = int((freqs > 0).sum())
+    max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
+    lengths = huffman.code_lengths(freqs, max_len)
     stream, nbits = huffman.encode(symbols, lengths)
     return huffman.pack_lengths(lengths), stream, nbits, huffman.shannon_bits(symbols)
 
@@ -88,7 +94,7 @@ def _check_float32(name, t):
                               f"{DTYPE_NAMES.get(t.dtype, t.dtype)}")
 
 
-def _encode_tensor(name, t, mask, q, ibits, float16) -> _Tensor:
+def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
     t = t.detach().cpu().contiguous()
     dtype = DTYPE_NAMES.get(t.dtype)
     if dtype is None:
@@ -136,7 +142,7 @@ def _encode_tensor(name, t, mask, q, ibits, float16) -> _Tensor:
              "raw_index_bits": ibits if m is not None else 0}
     if m is None:                                   # quantized, not pruned: every index, no gaps
         sym = np.where(idx >= 0, idx, k).reshape(-1)
-        table, stream, nbits, bound = _huffman(sym, k + 1)
+        table, stream, nbits, bound = _huffman(sym, k + 1, max_len)
         stats.update(kind="quantized_dense", order="csr", entries=int(sym.size), fillers=0,
                      weight_bits=nbits / max(sym.size, 1), index_bits=0.0,
                      efficiency_weights=bound / nbits if nbits else None, efficiency_gaps=None)
@@ -150,7 +156,7 @@ def _encode_tensor(name, t, mask, q, ibits, float16) -> _Tensor:
         filler = np.ones(len(stored), bool)
         filler[slots] = False
         stored[filler] = 1 << ibits                # the filler symbol (docs/FORMAT.md)
-        gtable, gstream, gbits, gbound = _huffman(stored, (1 << ibits) + 1)
+        gtable, gstream, gbits, gbound = _huffman(stored, (1 << ibits) + 1, max_len)
         flat = (w if order == "csr" else w.T).reshape(-1)
         st = {"kind": "quantized" if q is not None else "sparse", "order": order,
               "entries": int(len(stored)), "fillers": int(filler.sum()),
@@ -162,7 +168,7 @@ def _encode_tensor(name, t, mask, q, ibits, float16) -> _Tensor:
         if q is not None:
             sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
             sym = np.where(sym >= 0, sym, k)
-            wtable, wstream, wbits, wbound = _huffman(sym, k + 1)
+            wtable, wstream, wbits, wbound = _huffman(sym, k + 1, max_len)
             st.update(weight_bits=wbits / max(len(pos), 1),
                       efficiency_weights=wbound / wbits if wbits else None)
             secs = [codebook, ("weight_codes", wtable), ("weights", wstream)] + gap_secs
@@ -187,8 +193,10 @@ def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
         if extra:
             raise CheckpointError(f"{what} for a tensor that is not in the state dict: {extra[0]}")
     ibits = resolve_index_bits(sf, config.index_bits)
+    if not 1 <= config.max_code_length <= huffman.MAX_CODE_LENGTH:
+        raise UsageError(f"max_code_length must lie in 1..{huffman.MAX_CODE_LENGTH}")
     return [_encode_tensor(n, sf.state_dict[n], sf.masks.get(n), sf.quant.get(n), ibits.get(n),
-                           config.float16)
+                           config.float16, config.max_code_length)
             for n in sorted(sf.state_dict)]
 
 
@@ -207,6 +215,18 @@ def jsonable(x):
     if x is None or isinstance(x, (str, bool, int, float)):
         return x
     return str(x)
+
+
+def round_floats(x, digits: int = 7):
+    """Floats to ``digits`` significant digits (float32 carries 7): the stage history's numbers
+    come from float32 tensors, and their 17-digit double spelling costs header bytes."""
+    if isinstance(x, dict):
+        return {k: round_floats(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [round_floats(v, digits) for v in x]
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}")
+    return x
 
 
 def canonical_json(obj) -> bytes:
@@ -266,7 +286,7 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     extra = {"lossy": True} if config.float16 else {}
     record = stage_record("encoded", cfg, metrics if metrics is not None else prev, sizes,
                           time.perf_counter() - t0, **extra)
-    history = jsonable(list(sf.history) + [record])
+    history = round_floats(jsonable(list(sf.history) + [record]))
     buf = pack(sf.arch, sf.data, history, tensors)
     return buf, complete_record(history[-1], len(buf))
 

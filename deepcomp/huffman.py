@@ -118,7 +118,8 @@ def decode(buf, lengths, count: int, what: str = "stream") -> np.ndarray:
     return decode_many([(buf, lengths, count, what)])[0]
 
 
-_LANE_SYMBOLS = 128         # symbols per lane
+_LANE_SYMBOLS = 128         # symbols per lane, at most: fewer steps against more lanes
+_MIN_LANES = 512            # small batches get shorter lanes (down to the overlap), not fewer
 _OVERLAP_SYMBOLS = 16       # a lane runs this far into the next one to meet its path
 
 
@@ -178,7 +179,7 @@ class _Stream:
 def decode_many(streams) -> list[np.ndarray]:
     """Decode several ``(buf, lengths, count, what)`` streams at once; see :func:`decode`.
 
-    Every stream is cut into lanes of about 128 symbols' worth of bits, and all lanes of all
+    Every stream is cut into lanes of up to 128 symbols' worth of bits, and all lanes of all
     streams are decoded in lockstep, one symbol per lane per numpy step. A lane other than a
     stream's first starts at its first bit, which need not be a code word boundary; Huffman codes
     resynchronize within a few symbols, so each lane runs on into the next, and the true path
@@ -223,25 +224,23 @@ def decode_many(streams) -> list[np.ndarray]:
         raise FormatError(f"{streams[i][3]}: malformed stream")
     if not k:
         return out
-    # Canonical codes (RFC 1951) per stream, then every stream's window table, back to back.
-    first = np.zeros((k, 17), np.int64)
-    for n in range(1, 16):
-        first[:, n] = (first[:, n - 1] + cnt[:, n - 1]) << 1
+    # Every stream's window table, back to back. Canonical codes grow with (length, symbol), so
+    # a stream's table is each symbol repeated over the 2**(Lmax - length) windows its code
+    # starts, in that order, then the windows no code starts (advance one bit, symbol -1: an
+    # error where it is needed).
     used = np.flatnonzero(L_all > 0)
-    us, ul, uy = sid[used], L_all[used], sym[used]
-    o = np.lexsort((uy, ul, us))
-    us, ul, uy = us[o], ul[o], uy[o]
-    key = us * 16 + ul
-    code = first[us, ul] + np.arange(len(key)) - np.searchsorted(key, key)
     tsize = np.int64(1) << Lmax
     tbase = np.cumsum(tsize) - tsize
+    us, ul, uy = sid[used], L_all[used], sym[used]
     span = np.int64(1) << (Lmax[us] - ul)
-    slot = np.repeat(tbase[us] + (code << (Lmax[us] - ul)), span) \
-        + np.arange(int(span.sum())) - np.repeat(np.cumsum(span) - span, span)
-    adv_tbl = np.ones(int(tsize.sum()), np.uint64)    # an unassigned code word: one bit,
-    sym_tbl = np.full(int(tsize.sum()), -1, np.int32)  # symbol -1 (an error if it is needed)
-    adv_tbl[slot] = np.repeat(ul, span)
-    sym_tbl[slot] = np.repeat(uy, span)
+    rest = tsize - np.bincount(us, weights=span, minlength=k).astype(np.int64)
+    us = np.concatenate([us, np.arange(k)])
+    ul = np.concatenate([ul, np.full(k, 16)])
+    uy = np.concatenate([uy, np.full(k, -1)])
+    span = np.concatenate([span, rest])
+    o = np.lexsort((uy, ul, us))
+    adv_tbl = np.repeat(np.where(ul[o] == 16, 1, ul[o]).astype(np.uint64), span[o])
+    sym_tbl = np.repeat(uy[o].astype(np.int32), span[o])
 
     # All streams in one byte buffer; the 64-bit big-endian word at every byte.
     first_byte = np.concatenate([[0], np.cumsum(nbytes[live])])
@@ -250,8 +249,9 @@ def decode_many(streams) -> list[np.ndarray]:
 
     # Lanes of C bits; each runs W bits into the next lane.
     avg = nb / cl
+    per_lane = min(_LANE_SYMBOLS, max(_OVERLAP_SYMBOLS, int(cl.sum()) // _MIN_LANES))
     W = np.maximum(2 * Lmax, (_OVERLAP_SYMBOLS * avg).astype(np.int64))
-    C = np.maximum(2 * W, (_LANE_SYMBOLS * avg).astype(np.int64))
+    C = np.maximum(2 * W, (per_lane * avg).astype(np.int64))
     nl = -(-nb // C)
     ls = np.repeat(np.arange(k), nl)
     M = len(ls)
@@ -267,44 +267,56 @@ def decode_many(streams) -> list[np.ndarray]:
     # Lane j takes over from lane j-1 at the first position of its path at or past
     # thr_j = start_j + W; lane j-1 runs that far, so the two agree there once they have met.
     thr = np.minimum(lane["start"] + lane["W"], lane["end"])
-    rows = int(1.5 * (_LANE_SYMBOLS + _OVERLAP_SYMBOLS)) + 8
+    rows = int(1.5 * (per_lane + _OVERLAP_SYMBOLS)) + 8
 
     def run(idx, starts):
         """Lockstep decoding of lanes ``idx`` from ``starts`` until each reaches its stop:
-        positions P[n, steps + 1] (the last column: past the stop) and table slots T[n, steps],
-        one row per lane. Unsigned 64-bit: a left shift drops the bits before the window."""
+        positions P[n, steps + 1] and table slots T[n, steps], one row per lane; a lane's row
+        ends in _FAR past its stop. Unsigned 64-bit: a left shift drops the bits before the
+        window. Once most lanes are done, the rest go on alone (no step for finished lanes)."""
         stop = lane["stop"][idx].astype(np.uint64)
         shift, base = lane["shift"][idx].astype(np.uint64), lane["base"][idx].astype(np.uint64)
-        P = np.empty((len(idx), rows), np.uint64)
+        P = np.full((len(idx), rows), _FAR, np.uint64)
         T = np.empty((len(idx), rows), np.uint64)
         p = starts.astype(np.uint64)
         P[:, 0] = p
+        act = None                                   # None: all lanes, else the active rows
         r = 0
         while True:
             if r + 2 >= P.shape[1]:
-                P = np.concatenate([P, np.empty_like(P)], axis=1)
+                P = np.concatenate([P, np.full_like(P, _FAR)], axis=1)
                 T = np.concatenate([T, np.empty_like(T)], axis=1)
             t = ((words.take(p >> _U3, mode="clip") << (p & _U7)) >> shift) + base
-            T[:, r] = t
             p = p + adv_tbl.take(t)
+            if act is None:
+                T[:, r] = t
+                P[:, r + 1] = p
+            else:
+                T[act, r] = t
+                P[act, r + 1] = p
             r += 1
-            P[:, r] = p
-            if r % 4 == 0 and (p >= stop).all():
-                break
-        return P[:, :r + 1].view(np.int64), T[:, :r].view(np.int64)   # all values < 2**63
+            if r % 4 == 0:
+                going = p < stop
+                n_going = int(np.count_nonzero(going))
+                if n_going == 0:
+                    break
+                if n_going * 2 < len(p):
+                    act = np.flatnonzero(going) if act is None else act[going]
+                    p, stop, shift, base = p[going], stop[going], shift[going], base[going]
+        return P[:, :r + 1].view(np.int64), T.view(np.int64)
 
-    def index_at(P, rows_, bound):
-        """Per row of ``rows_``: the index of the first position at or past ``bound``."""
-        return np.minimum((P[rows_] < bound[:, None]).sum(1), P.shape[1] - 1)
+    def index_at(P, bound):
+        """Per row of P: the index of the first position at or past ``bound``."""
+        return np.minimum(np.count_nonzero(P < bound[:, None], axis=1), P.shape[1] - 1)
 
     P, T = run(np.arange(M), lane["start"])
     # lo[j]: where lane j's symbols start (its handover); hi[j]: where they end (the next
     # lane's handover on lane j's path, or the stream's end); entry[j]: lane j-1's position
     # there. Lane j is right once lane j-1 is and entry[j] == handover[j].
     everything = np.arange(M)
-    lo = np.where(first, 0, index_at(P, everything, thr))
+    lo = np.where(first, 0, index_at(P, thr))
     succ = np.minimum(everything + 1, M - 1)
-    hi = np.where(last, index_at(P, everything, lane["stop"]), index_at(P, everything, thr[succ]))
+    hi = index_at(P, np.where(last, lane["stop"], thr[succ]))
     handover = P[everything, lo]
     entry = np.where(first, handover, np.roll(P[everything, hi], 1))
     check = np.flatnonzero(~first)
@@ -318,7 +330,8 @@ def decode_many(streams) -> list[np.ndarray]:
         if P2.shape[1] > P.shape[1]:
             grow = P2.shape[1] - P.shape[1]
             P = np.concatenate([P, np.repeat(P[:, -1:], grow, 1)], axis=1)
-            T = np.concatenate([T, np.zeros((M, grow), T.dtype)], axis=1)
+        if T2.shape[1] > T.shape[1]:
+            T = np.concatenate([T, np.zeros((M, T2.shape[1] - T.shape[1]), T.dtype)], axis=1)
         P[unmet] = P2[:, -1:]
         P[unmet, :P2.shape[1]] = P2
         T[unmet, :T2.shape[1]] = T2
@@ -326,7 +339,7 @@ def decode_many(streams) -> list[np.ndarray]:
         handover[unmet] = entry[unmet]
         um_last = last[unmet]
         bound = np.where(um_last, lane["stop"][unmet], thr[succ[unmet]])
-        hi[unmet] = index_at(P, unmet, bound)
+        hi[unmet] = index_at(P[unmet], bound)
         nxt = unmet[~um_last] + 1
         entry[nxt] = P[nxt - 1, hi[nxt - 1]]
         check = np.union1d(unmet, nxt)
@@ -367,6 +380,7 @@ def decode_many(streams) -> list[np.ndarray]:
 
 
 _U3, _U7 = np.uint64(3), np.uint64(7)
+_FAR = np.uint64(1 << 62)   # past every stream: where a lane's row of positions ends
 _ROUNDS = 4                 # rounds of re-decoding lanes that missed their predecessor
 
 

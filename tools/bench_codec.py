@@ -17,6 +17,7 @@ import os
 import struct
 import sys
 import time
+import zlib
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def make_stage(keep: float) -> StageFile:
 def streams_of(buf: bytes) -> list[tuple]:
     """(name, bytes, code lengths, count) of every Huffman stream in a .dc file."""
     hlen = struct.unpack_from("<I", buf, 12)[0]
-    h = json.loads(buf[28:28 + hlen])
+    h = json.loads(zlib.decompress(buf[28:28 + hlen], -15))
     data = buf[28 + hlen:-4]
     out = []
     for t in h["tensors"]:
