@@ -119,6 +119,7 @@ def decode(buf, lengths, count: int, what: str = "stream") -> np.ndarray:
 
 
 _LANE_SYMBOLS = 128         # symbols per lane, at most: fewer steps against more lanes
+_BATCH_BITS = 1 << 23       # stream bits decoded together
 _MIN_LANES = 512            # small batches get shorter lanes (down to the overlap), not fewer
 _OVERLAP_SYMBOLS = 16       # a lane runs this far into the next one to meet its path
 
@@ -177,7 +178,26 @@ class _Stream:
 
 
 def decode_many(streams) -> list[np.ndarray]:
-    """Decode several ``(buf, lengths, count, what)`` streams at once; see :func:`decode`.
+    """Decode several ``(buf, lengths, count, what)`` streams; see :func:`decode`. Streams are
+    decoded together in batches of up to 2**23 bits (one larger stream alone), which bounds the
+    working set: about 60 bytes per symbol of a batch."""
+    streams = list(streams)
+    out, batch, bits = [None] * len(streams), [], 0
+    for i, s in enumerate(streams):
+        n = 8 * len(s[0])
+        if batch and bits + n > _BATCH_BITS:
+            for k, sym in zip(batch, _decode_batch([streams[k] for k in batch])):
+                out[k] = sym
+            batch, bits = [], 0
+        batch.append(i)
+        bits += n
+    for k, sym in zip(batch, _decode_batch([streams[k] for k in batch])):
+        out[k] = sym
+    return out
+
+
+def _decode_batch(streams) -> list[np.ndarray]:
+    """Decode a batch of streams at once.
 
     Every stream is cut into lanes of up to 128 symbols' worth of bits, and all lanes of all
     streams are decoded in lockstep, one symbol per lane per numpy step. A lane other than a
