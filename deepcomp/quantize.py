@@ -37,7 +37,7 @@ __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_b
            "check_quantized", "INITS", "MAX_BITS", "CodebookWeight"]
 
 INITS = ("linear", "density", "forgy")
-MAX_BITS = 15          # indices are int16 with -1 for pruned weights: at most 2**15 clusters
+MAX_BITS = 12           # the .dc format (docs/FORMAT.md) allows 1..12 bits, 4,096 shared weights
 _PAPER = object()      # marks a layer that no --bits pattern names: it takes the paper's default
 
 
@@ -45,7 +45,7 @@ def _finetune_default() -> TrainConfig:
     # Measured in docs/QUANTIZE.md: one epoch recovers most of what quantization loses on
     # LeNet-300-100 and ResNet-20. The lr is small because a centroid's gradient is the *sum*
     # over its weights (eq. 3), hundreds to thousands of times one weight's gradient.
-    return TrainConfig(epochs=1, lr=1e-3)
+    return TrainConfig(epochs=1, lr=1e-4)
 
 
 @dataclass
