@@ -31,21 +31,23 @@ from deepcomp.stagefile import load_stage  # noqa: E402
 from deepcomp.train import TrainConfig, evaluate  # noqa: E402
 
 FIELDS = ["model", "input", "input_top1", "init", "bits", "top1", "top1_finetuned", "loss",
-          "loss_finetuned", "finetune_epochs", "finetune_lr", "finetune_images", "seconds"]
+          "loss_finetuned", "finetune_epochs", "finetune_lr", "finetune_images", "test_images",
+          "seconds"]
 
 
-def subset(data, n: int, seed: int = 0):
-    """The same data set with a fixed random ``n`` of its training images (fine-tuning only)."""
+def subset(data, n: int, split: str = "train", seed: int = 0):
+    """The same data set with a fixed random ``n`` of its ``split`` images (0: all)."""
     import torch
-    if not n or n >= len(data.train_y):
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    if not n or n >= len(y):
         return data
-    idx = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))[:n]
-    return replace(data, train_x=data.train_x[idx], train_y=data.train_y[idx])
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n]
+    return replace(data, **{f"{split}_x": x[idx], f"{split}_y": y[idx]})
 
 
 def run(a):
     sf = load_stage(a.input, model=a.model)
-    data = load_data(a.data or sf.data["spec"])
+    data = subset(load_data(a.data or sf.data["spec"]), a.test_subset, "test")
     tune = subset(data, a.finetune_subset)
     base = evaluate(sf.build_model(), data, a.device)["top1"]
     print(f"{a.input}: top-1 {base:.2f}% before quantization", flush=True)
@@ -63,6 +65,7 @@ def run(a):
                          "top1_finetuned": f["top1"], "loss": b["loss"],
                          "loss_finetuned": f["loss"], "finetune_epochs": a.finetune_epochs,
                          "finetune_lr": a.finetune_lr, "finetune_images": len(tune.train_y),
+                         "test_images": len(data.test_y),
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(f"{init:8s} {bits} bits: top-1 {b['top1']:.2f}% -> {f['top1']:.2f}% "
                   f"fine-tuned ({rows[-1]['seconds']}s)", flush=True)
@@ -92,42 +95,52 @@ def plot(a):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tables = [(p, *read_csv(p)) for p in a.csvs]
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(tables), figsize=(5.4 * len(tables), 7.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
     colors = {"linear": "tab:red", "density": "tab:blue", "forgy": "tab:green"}
     md = []
-    for ax, (path, command, rows) in zip(axes[0], tables):
+    for col, (path, command, rows) in enumerate(tables):
         r0 = rows[0]
-        for init in INITS:
-            rs = sorted((r for r in rows if r["init"] == init), key=lambda r: int(r["bits"]))
-            if not rs:
-                continue
-            bits = [int(r["bits"]) for r in rs]
-            ax.plot(bits, [float(r["top1"]) for r in rs], "--o", color=colors[init], ms=3,
-                    label=f"{init}, no fine-tuning")
-            ax.plot(bits, [float(r["top1_finetuned"]) for r in rs], "-s", color=colors[init],
-                    ms=3, label=f"{init}, fine-tuned")
-        ax.axhline(float(r0["input_top1"]), color="gray", lw=0.8, ls=":",
-                   label=f"input {float(r0['input_top1']):.2f}%")
+        tuned = int(r0["finetune_epochs"]) > 0
+        base = float(r0["input_top1"])
+        for ax in axes[:, col]:
+            for init in INITS:
+                rs = sorted((r for r in rows if r["init"] == init), key=lambda r: int(r["bits"]))
+                if not rs:
+                    continue
+                bits = [int(r["bits"]) for r in rs]
+                ax.plot(bits, [float(r["top1"]) for r in rs], "--o" if tuned else "-o",
+                        color=colors[init], ms=3, label=f"{init}, no fine-tuning")
+                if tuned:
+                    ax.plot(bits, [float(r["top1_finetuned"]) for r in rs], "-s",
+                            color=colors[init], ms=3, label=f"{init}, fine-tuned")
+            ax.axhline(base, color="gray", lw=0.8, ls=":", label=f"before quantization {base:.2f}%")
+            ax.set_xticks(sorted({int(r["bits"]) for r in rows}))
+            ax.set_ylabel("top-1 accuracy (%)")
+            ax.grid(alpha=0.3)
         lo = min(float(r[k]) for r in rows for k in ("top1", "top1_finetuned"))
-        ax.set_ylim(max(lo - 2, 0), float(r0["input_top1"]) + 1)
-        ax.set_xticks(sorted({int(r["bits"]) for r in rows}))
-        ax.set_xlabel("bits per weight (all conv and fc layers)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        ft = (f"{r0['finetune_epochs']} epoch on {int(r0['finetune_images']):,} images, "
-              f"lr {r0['finetune_lr']}")
-        ax.set_title(f"{r0['model']} ({r0['input']})\nfine-tuning: {ft}", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        md += [f"### {r0['model']} ({r0['input']}, top-1 {float(r0['input_top1']):.2f}% before "
-               f"quantization; fine-tuning: {ft})", "", f"`{command}`", "",
-               "| bits | " + " | ".join(f"{i} | {i} fine-tuned" for i in INITS) + " |",
-               "|---:|" + "---:|" * (2 * len(INITS))]
+        axes[0, col].set_ylim(max(lo - 2, 0), base + 1)
+        axes[1, col].set_ylim(base - 2, base + 0.5)
+        axes[1, col].set_title("the same, near the top", fontsize=8)
+        axes[1, col].set_xlabel("bits per weight (all conv and fc layers)")
+        axes[0, col].legend(fontsize=7, loc="lower right")
+        ft = (f"{r0['finetune_epochs']} epoch on {int(r0['finetune_images']):,} training "
+              f"images, lr {r0['finetune_lr']}" if tuned else "none")
+        n = r0.get("test_images")
+        test = f"{int(n):,} test images" if n else "the whole test set"
+        axes[0, col].set_title(f"{r0['model']} ({r0['input']}), {test}\nfine-tuning: {ft}",
+                               fontsize=9)
+        md += [f"### {r0['model']} ({r0['input']}, top-1 {base:.2f}% before quantization, "
+               f"{test}; fine-tuning: {ft})", "", f"`{command}`", "",
+               "| bits | " + " | ".join(f"{i} | {i} fine-tuned" if tuned else i
+                                        for i in INITS) + " |",
+               "|---:|" + "---:|" * ((1 + tuned) * len(INITS))]
         for b in sorted({int(r["bits"]) for r in rows}):
             cells = []
             for init in INITS:
                 r = next((r for r in rows if r["init"] == init and int(r["bits"]) == b), None)
-                cells += [f"{float(r['top1']):.2f}", f"{float(r['top1_finetuned']):.2f}"] if r \
-                    else ["", ""]
+                vals = [r["top1"], r["top1_finetuned"]][: 1 + tuned] if r else [""] * (1 + tuned)
+                cells += [f"{float(v):.2f}" if v else "" for v in vals]
             md.append(f"| {b} | " + " | ".join(cells) + " |")
         md.append("")
     fig.suptitle("Top-1 against bits per weight by centroid initialisation (cf. Han et al. "
@@ -156,6 +169,8 @@ def main(argv=None):
     r.add_argument("--finetune-lr", type=float, default=QuantizeConfig().finetune.lr)
     r.add_argument("--finetune-subset", type=int, default=0,
                    help="fine-tune on this many random training images (0: all)")
+    r.add_argument("--test-subset", type=int, default=0,
+                   help="measure on this many random test images (0: all)")
     r.add_argument("--device", default="auto")
     r.add_argument("--csv", required=True)
     r.set_defaults(fn=run)
