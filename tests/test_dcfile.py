@@ -288,6 +288,11 @@ def test_named_errors_for_each_malformation():
         with pytest.raises(err):
             decode_bytes(bad)
     assert hlen > 0
+    # a header that inflates past the cap (a "zip bomb"): refused without inflating it all
+    bomb = deflate(b" " * (17 << 20))
+    body = b"DEEPCOMP" + struct.pack("<HHIIQ", 1, 0, len(bomb), zlib.crc32(bomb), 0) + bomb
+    with pytest.raises(errors.HeaderTooLargeError):
+        decode_bytes(body + struct.pack("<I", zlib.crc32(body)))
 
 
 def _forge(buf: bytes, edit) -> bytes:

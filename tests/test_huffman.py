@@ -113,3 +113,16 @@ def test_decode_is_faster_than_a_python_loop():
     t_theirs = time.perf_counter() - t
     assert np.array_equal(ours, theirs)
     assert t_ours * 3 < t_theirs     # loose bound for a shared CI machine; tools/ measures
+
+
+def test_batches_split_by_size(monkeypatch):
+    monkeypatch.setattr(huffman, "_BATCH_BITS", 2000)
+    rng = np.random.default_rng(4)
+    jobs, syms = [], []
+    for i in range(12):
+        s = _stream(rng, 40, int(rng.integers(1, 900)), 0.5)
+        lengths = huffman.code_lengths(np.bincount(s, minlength=40))
+        jobs.append((huffman.encode(s, lengths)[0], lengths, len(s), f"s{i}"))
+        syms.append(s)
+    for got, want in zip(huffman.decode_many(jobs), syms):
+        assert np.array_equal(got, want)
