@@ -259,7 +259,7 @@ def _decode_batch(streams) -> list[np.ndarray]:
     uy = np.concatenate([uy, np.full(k, -1)])
     span = np.concatenate([span, rest])
     o = np.lexsort((uy, ul, us))
-    adv_tbl = np.repeat(np.where(ul[o] == 16, 1, ul[o]).astype(np.uint64), span[o])
+    adv_tbl = np.repeat(np.where(ul[o] == 16, 1, ul[o]).astype(np.uint8), span[o])
     sym_tbl = np.repeat(uy[o].astype(np.int32), span[o])
 
     # All streams in one byte buffer; the 64-bit big-endian word at every byte.
