@@ -143,8 +143,8 @@ def plot(a):
                 cells += [f"{float(v):.2f}" if v else "" for v in vals]
             md.append(f"| {b} | " + " | ".join(cells) + " |")
         md.append("")
-    fig.suptitle("Top-1 against bits per weight by centroid initialisation (cf. Han et al. "
-                 "2016, Figure 8)", fontsize=10)
+    fig.suptitle("Top-1 against bits per weight by centroid initialisation\n"
+                 "(cf. Han et al. 2016, Figure 8)", fontsize=10)
     fig.tight_layout()
     fig.savefig(a.png, dpi=120)
     print(f"wrote {a.png}")
