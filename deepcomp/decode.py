@@ -157,7 +157,7 @@ def _check_tensor(t, name: str) -> None:
                 or not _is_int(t["entries"]) or not _is_int(t["nonzeros"]):
             raise HeaderError(f"{where}: bad order, index_bits, entries or nonzeros")
     if kind in ("quantized", "quantized_dense"):
-        if not _is_int(t["bits"], 1, 32) or not _is_int(t["codebook_size"], 1, 1 << MAX_BITS) \
+        if not _is_int(t["bits"], 1, MAX_BITS) or not _is_int(t["codebook_size"], 1, 1 << MAX_BITS) \
                 or not isinstance(t["quant_meta"], dict):
             raise HeaderError(f"{where}: bad bits, codebook_size or quant_meta")
 

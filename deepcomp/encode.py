@@ -133,6 +133,8 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         if m is not None and (idx[~m] != -1).any():
             raise CheckpointError(f"{name}: pruned weights have cluster indices")
         bits = int(q.get("bits", max(1, math.ceil(math.log2(k)))))
+        if not 1 <= bits <= MAX_BITS:
+            raise CheckpointError(f"{name}: {bits}-bit quantization; the format allows 1..{MAX_BITS}")
         meta = {a: b for a, b in q.items() if a not in ("codebook", "indices", "bits")
                 and isinstance(b, (str, int, float, bool))}
         entry.update(bits=bits, codebook_size=k, quant_meta=meta)
