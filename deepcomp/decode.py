@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import huffman
-from .encode import DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX, complete_record
+from .encode import BREAKDOWN, DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX, complete_record
 from .sparse import as_2d
 from .errors import (BadMagicError, ChecksumError, CountMismatchError, FormatError, HeaderError,
                      HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
@@ -254,15 +254,46 @@ def decode_bytes(buf: bytes, name: str = "<bytes>"):
             quant[n] = q
     order = [k for k in model if k in state]           # the model's own order
     history = h["history"]
-    if history and history[-1].get("stage") == "encoded" and \
-            isinstance(history[-1].get("sizes"), dict) and "bytes" not in history[-1]["sizes"] \
-            and isinstance(history[-1]["sizes"].get("breakdown"), dict) \
-            and _is_int(history[-1]["sizes"].get("dense_bytes")):
-        try:
-            complete_record(history[-1], len(buf))
-        except TypeError:
-            raise HeaderError(f"{name}: malformed encoded record") from None
+    rec = history[-1] if history else {}
+    if rec.get("stage") == "encoded" and isinstance(rec.get("sizes"), dict) \
+            and "bytes" not in rec["sizes"] and _is_int(rec["sizes"].get("dense_bytes")):
+        parts = dict.fromkeys(["index_stream", "gap_stream", "codebooks", "code_tables", "dense",
+                               "values"], 0)
+        for t in h["tensors"]:
+            for sec, _, length, _ in t["sections"]:
+                parts[BREAKDOWN[sec]] += length
+        stats = {t["name"]: _stats(t, jobs, slots, streams) for t in h["tensors"]
+                 if t["kind"] != "dense"}
+        complete_record(rec, len(buf), parts, stats)
     return StageFile(h["arch"], h["data"], {k: state[k] for k in order}, masks, quant, history)
+
+
+def _stats(t, jobs, slots, streams) -> dict:
+    """A sparse or quantized tensor's figures for the encoded record: entries, fillers, mean
+    Huffman bits per weight and per gap, fixed widths, Huffman efficiency, bytes."""
+    def bits(part):
+        k = slots.index((t["name"], part))
+        sym, lengths = streams[(t["name"], part)], jobs[k][1]
+        used = int(lengths.astype(np.int64)[sym].sum()) if len(sym) else 0
+        eff = huffman.shannon_bits(sym) / used if used else None
+        return used, eff, len(sym)
+    numel = math.prod(t["shape"])
+    out = {"kind": t["kind"], "order": t.get("order", "csr"),
+           "raw_weight_bits": t.get("bits", 32), "raw_index_bits": t.get("index_bits", 0),
+           "bytes": sum(s[2] for s in t["sections"])}
+    if t["kind"] in ("sparse", "quantized"):
+        g_used, g_eff, n = bits("gaps")
+        span = 1 << t["index_bits"]
+        out.update(entries=n, fillers=int((streams[(t["name"], "gaps")] == span).sum()),
+                   index_bits=g_used / max(n, 1), efficiency_gaps=g_eff)
+    else:
+        out.update(entries=numel, fillers=0, index_bits=0.0, efficiency_gaps=None)
+    if t["kind"] in ("quantized", "quantized_dense"):
+        w_used, w_eff, n = bits("weights")
+        out.update(weight_bits=w_used / max(n, 1), efficiency_weights=w_eff)
+    else:
+        out.update(weight_bits=32.0, efficiency_weights=None)
+    return out
 
 
 def _tensor(t, s, streams, where):

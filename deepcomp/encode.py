@@ -281,25 +281,28 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     t0 = time.perf_counter()
     tensors = encode_tensors(sf, config)
     sizes = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
-    sizes["breakdown"] = breakdown(tensors)
-    sizes["tensors"] = {t.entry["name"]: t.stats for t in tensors if t.stats}
+    # The byte breakdown and the per-tensor Huffman figures are not stored: the reader derives
+    # them from the sections and streams (docs/FORMAT.md, "The encoded record").
     prev = dict(sf.history[-1]["metrics"]) if sf.history else {}
-    cfg = {**config.to_dict(), "index_bits_per_tensor": resolve_index_bits(sf, config.index_bits)}
+    cfg = config.to_dict()      # the bits of each tensor are in its header entry
     extra = {"lossy": True} if config.float16 else {}
     record = stage_record("encoded", cfg, metrics if metrics is not None else prev, sizes,
                           time.perf_counter() - t0, **extra)
     history = round_floats(jsonable(list(sf.history) + [record]))
     buf = pack(sf.arch, sf.data, history, tensors)
-    return buf, complete_record(history[-1], len(buf))
+    from .decode import decode_bytes      # the record as any reader sees it, and a round trip
+    return buf, decode_bytes(buf).history[-1]
 
 
-def complete_record(record: dict, nbytes: int) -> dict:
-    """Fill in what a header cannot hold about its own file: bytes, ratio, header bytes."""
+def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> dict:
+    """Fill in what the file does not store about itself: its size and ratio, the byte
+    breakdown (``parts``: bytes per section kind; the header is the rest) and the per-tensor
+    Huffman figures."""
     sizes = record["sizes"]
     sizes["bytes"] = nbytes
     sizes["ratio"] = sizes["dense_bytes"] / max(nbytes, 1)
-    parts = sizes["breakdown"]
-    parts["header"] = nbytes - sum(v for k, v in parts.items() if k != "header")
+    sizes["breakdown"] = {**parts, "header": nbytes - sum(parts.values())}
+    sizes["tensors"] = tensors
     return record
 
 
