@@ -312,8 +312,8 @@ def cmd_sensitivity(a):
     res = sensitivity(sf, data, grid, device=a.device)
     _write_csv(a.output + ".csv", [{"layer": n, "sparsity": s, **m}
                                    for n, row in res.items() for s, m in row.items()])
-    plot_sensitivity(res, a.output + ".png", f"Sensitivity of {sf.arch['name']} on {data.spec} "
-                     f"({len(data.test_y)} test images, no retraining)")
+    plot_sensitivity(res, a.output + ".png", f"Sensitivity of {sf.arch['name']} on "
+                     f"{data.spec.partition(':')[0]} ({len(data.test_y)} test images, no retraining)")
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
@@ -330,7 +330,8 @@ def cmd_sweep(a):
     rows = sweep(sf, data, parse_range(a.sparsities), [m.strip() for m in a.method.split(",")],
                  retrain, a.device, log=print)
     _write_csv(a.output + ".csv", rows)
-    plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec}: one-shot pruning")
+    plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec.partition(':')[0]} "
+               f"({len(data.test_y)} test images): one-shot pruning")
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
