@@ -29,6 +29,13 @@ def add_data_arg(p, required=False):
                                                      " (default: the one the file was made with)"))
 
 
+def add_input_args(p, help="stage file, or a checkpoint with --model"):
+    """The input file, --model for foreign checkpoints, and --data."""
+    p.add_argument("input", help=help)
+    p.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_data_arg(p)
+
+
 def add_device_arg(p):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to compute (default: cuda if present, else cpu)")
@@ -354,17 +361,13 @@ def build_parser():
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("eval", help="top-1, top-5 and loss of a stage file, .dc file or checkpoint")
-    s.add_argument("input", help="stage file, .dc file, or a foreign checkpoint (with --model)")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file, .dc file, or a foreign checkpoint (with --model)")
     add_device_arg(s)
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("prune", help="magnitude pruning with retraining (Han et al. 2015)")
-    s.add_argument("input", help="stage file, or a checkpoint with --model")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     s.add_argument("--method", default="std", choices=["std", "global", "layer"],
                    help="std: threshold = s x std of each layer (default); global: one threshold "
@@ -386,9 +389,7 @@ def build_parser():
 
     s = sub.add_parser("sensitivity", help="prune one layer at a time, no retraining: a table "
                        "and a PNG of accuracy against sparsity per layer")
-    s.add_argument("input", help="stage file, or a checkpoint with --model")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("--sparsities", default="0:0.9:0.1", metavar="START:STOP:STEP|a,b,c",
                    help="grid of sparsities (default: %(default)s)")
     s.add_argument("--max-images", type=int, default=None,
@@ -399,9 +400,7 @@ def build_parser():
     s.set_defaults(fn=cmd_sensitivity)
 
     s = sub.add_parser("sweep", help="accuracy against sparsity for several pruning methods")
-    s.add_argument("input", help="stage file, or a checkpoint with --model")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("--sparsities", default="0:0.95:0.05", metavar="START:STOP:STEP|a,b,c",
                    help="sparsities to visit (default: %(default)s)")
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
@@ -419,9 +418,7 @@ def build_parser():
 
     s = sub.add_parser("quantize", help="k-means weight sharing with trained centroids "
                        "(Han et al. 2016, section 3)")
-    s.add_argument("input", help="stage file (pruned or not), or a checkpoint with --model")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file (pruned or not), or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     s.add_argument("--bits", default=None, metavar="B|PAT=B,...",
                    help="bits per weight (2**bits shared values), one value or per layer with "
@@ -462,9 +459,7 @@ def build_parser():
 
     s = sub.add_parser("compress", help="prune, retrain, quantize, fine-tune, encode, decode "
                        "and verify in one command; resumes from the last finished stage")
-    s.add_argument("input", help="stage file, or a checkpoint with --model")
-    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
-    add_data_arg(s)
+    add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help=".dc file to write; stage files are "
                    "written beside it (NAME.pruned.pt, NAME.quantized.pt)")
     g = s.add_argument_group("pruning")
