@@ -201,15 +201,11 @@ def cmd_encode(a):
     metrics = None
     if cfg.float16:                  # lossy: measure the accuracy of what the file holds
         from .data import load_data
-        from .train import evaluate
+        from .pipeline import float16_metrics
         spec = a.data or sf.data.get("spec")
         if not spec:
             raise UsageError("--float16 changes the weights: give --data SPEC to measure them")
-        half = {k: v.half().float() if v.is_floating_point() and k not in sf.masks
-                and k not in sf.quant else v for k, v in sf.state_dict.items()}
-        import dataclasses
-        metrics = evaluate(dataclasses.replace(sf, state_dict=half).build_model(),
-                           load_data(spec), a.device)
+        metrics = float16_metrics(sf, load_data(spec), a.device)
     buf, rec = encode_stage(sf, cfg, metrics)
     atomic_write(out, lambda f: f.write(buf))
     if a.json:
