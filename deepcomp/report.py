@@ -94,7 +94,8 @@ def stage_rows(inp: Inputs) -> list[dict]:
             wbits, ibits = "32", ibits_all
         else:
             wbits, ibits = "32", "-"
-        rows.append({"stage": stage, "params": z.get("params"),
+        label = f"{stage} (float16, lossy)" if rec.get("lossy") else stage
+        rows.append({"stage": label, "params": z.get("params"),
                      "nonzero": z.get("nonzero_share", 1.0), "weight_bits": wbits,
                      "index_bits": ibits, "bytes": z.get("bytes"), "ratio": z.get("ratio"),
                      "top1": m.get("top1"), "top5": m.get("top5"),

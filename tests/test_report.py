@@ -73,6 +73,9 @@ def test_stage_rows():
     assert [r["ratio"] for r in rows] == [1.0, 5.0, 16.0, 20.0]
     assert rows[2]["delta_top1"] == pytest.approx(-0.75)
     assert rows[3]["weight_bits"] == "3.50" and rows[3]["index_bits"] == "2.50"
+    inp = _inputs()
+    inp.records[-1]["lossy"] = True
+    assert stage_rows(inp)[3]["stage"] == "encoded (float16, lossy)"
 
 
 def test_layer_rows_use_the_encoded_record():
