@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from . import huffman
+from .stagefile import StageFile
 from .encode import BREAKDOWN, DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX, complete_record
 from .sparse import as_2d
-from .errors import (BadMagicError, ChecksumError, CountMismatchError, FormatError, HeaderError,
+from .errors import (BadMagicError, ChecksumError, CountMismatchError, HeaderError,
                      HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
                      UnknownArchitectureError, UnsupportedVersionError, UnknownModelError)
 
@@ -40,7 +41,7 @@ NUMPY = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "bfloat16": "<i2"
          "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
 
 
-def read_dc(path: str) -> "StageFile":
+def read_dc(path: str) -> StageFile:
     """The stage file stored in the .dc file ``path``."""
     with open(path, "rb") as f:
         buf = f.read()

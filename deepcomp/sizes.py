@@ -13,7 +13,6 @@ real ``.dc`` file, every byte counted.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .sparse import as_2d, default_index_bits, entries, is_prunable_weight
 

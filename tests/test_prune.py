@@ -4,7 +4,7 @@ import torch
 from deepcomp.errors import UsageError
 from deepcomp.prune import MaskKeeper, PruneConfig, compute_masks, prune, prunable_names
 from deepcomp.stagefile import load_stage, save_stage
-from deepcomp.train import TrainConfig, fit
+from deepcomp.train import fit
 
 from conftest import quiet
 

@@ -22,6 +22,7 @@ def test_equation_1_on_the_papers_toy_layer():
                       [-0.91, 1.92, 0.0, -1.03], [1.87, 0.0, 1.53, 1.49]])
     codebook = torch.tensor([-1.0, 0.0, 1.5, 2.0])
     idx = torch.tensor([[3, 0, 2, 1], [1, 1, 0, 3], [0, 3, 1, 0], [3, 1, 2, 2]], dtype=torch.int16)
+    assert torch.equal((w[..., None] - codebook).abs().argmin(-1), idx.long())   # the paper's clusters
     sf = StageFile(ARCH, DATA, {"fc.weight": codebook[idx.long()], "fc.bias": torch.zeros(4)},
                    quant={"fc.weight": {"codebook": codebook, "indices": idx, "bits": 2}})
     (row,) = layer_sizes(sf)
