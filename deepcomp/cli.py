@@ -62,14 +62,11 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
 
 
 def train_config(a, prefix="", default_lr=None):
+    """TrainConfig from the shared flags plus ``--{prefix}epochs`` and ``--{prefix}lr``."""
     from .train import TrainConfig
     lr = getattr(a, f"{prefix}lr".replace("-", "_"))
-    return TrainConfig(epochs=getattr(a, f"{prefix}epochs".replace("-", "_")),
-                       lr=lr if lr is not None else (default_lr or TrainConfig.lr),
-                       batch_size=a.batch_size, momentum=a.momentum,
-                       weight_decay=a.weight_decay, schedule=a.schedule,
-                       warmup_epochs=a.warmup_epochs, seed=a.seed, device=a.device,
-                       progress=not a.no_progress)
+    return _shared_train(a, epochs=getattr(a, f"{prefix}epochs".replace("-", "_")),
+                         lr=lr if lr is not None else (default_lr or TrainConfig.lr))
 
 
 def load_input(a):
@@ -325,11 +322,8 @@ def cmd_sweep(a):
     from .plots import plot_sweep
     sf, data = load_input(a)
     data = subset(data, a.max_images)
-    retrain = train_config(a, "retrain-", 0.01) if a.retrain_epochs else None
-    if retrain:
-        from .prune import _default_retrain_lr
-        retrain.lr = a.retrain_lr or _default_retrain_lr(sf)
-        retrain.epochs = a.retrain_epochs
+    from .prune import _default_retrain_lr
+    retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
     rows = sweep(sf, data, parse_range(a.sparsities), [m.strip() for m in a.method.split(",")],
                  retrain, a.device, log=print)
     _write_csv(a.output + ".csv", rows)

@@ -38,13 +38,9 @@ def stage_paths(out: str) -> dict:
 
 def _key(cfg, upstream: StageFile) -> str:
     """What a finished stage depends on: its options and the history it was built on."""
-    def strip(d):
-        d = dict(d)
-        if isinstance(d.get("train"), dict):
-            d["train"] = {k: v for k, v in d["train"].items() if k != "progress"}
-        if isinstance(d.get("finetune"), dict):
-            d["finetune"] = {k: v for k, v in d["finetune"].items() if k != "progress"}
-        return d
+    def strip(d):     # whether progress bars are shown changes nothing
+        return {k: {kk: vv for kk, vv in v.items() if kk != "progress"} if k in ("train", "finetune")
+                and isinstance(v, dict) else v for k, v in d.items()}
     basis = [(r.get("stage"), r.get("wall_time")) for r in upstream.history]
     return json.dumps([strip(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
 
