@@ -499,8 +499,10 @@ def main(argv=None) -> int:
     from . import stagefile
     stagefile.COMMAND = shlex.join(["deepcomp", *(sys.argv[1:] if argv is None else argv)])
     from . import dist
+    ok = False
     try:
         a.fn(a)
+        ok = True
     except UsageError as e:
         sys.stderr.write(f"deepcomp {a.command}: error: {e}\n")
         return 2
@@ -514,7 +516,7 @@ def main(argv=None) -> int:
         sys.stderr.write(f"deepcomp {a.command}: error: {e.strerror or e}: {e.filename or ''}\n")
         return 1
     finally:
-        dist.cleanup()
+        dist.cleanup(sync=ok)
     return 0
 
 
