@@ -1,4 +1,5 @@
 """Data-parallel runs under torchrun: 2 gloo processes on the CPU."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def _torchrun(*args, cwd=None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
            "--nproc_per_node=2", *map(str, args)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")    # a crashing rank shows its Python stack
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
