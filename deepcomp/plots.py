@@ -101,9 +101,9 @@ def plot_accuracy_ratio(rows: list[dict], path: str, title: str) -> None:
     xs = [r["ratio"] for r in rows]
     ys = [r["top1"] for r in rows]
     ax.plot(xs, ys, marker="o")
-    for r in rows:
+    for i, r in enumerate(rows):     # labels alternate above and below: neighbours can be close
         ax.annotate(r["stage"], (r["ratio"], r["top1"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+                    xytext=(4, 4 if i % 2 == 0 else -12), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio against dense float32 (log)")
     ax.set_ylabel("top-1 accuracy (%)")
