@@ -43,8 +43,8 @@ RECIPES = {
                            "--lr", "0.05"]),
             ("lenet5.dc", ["compress", "{prev}", "--method", "layer",
                            "--sparsity", "conv1=0.34,conv2=0.88,fc1=0.93,fc2=0.81",
-                           "--iterations", "3", "--retrain-epochs", "4", "--retrain-lr", "0.01",
-                           "--bits", "*=5", "--finetune-epochs", "1"]),
+                           "--iterations", "3", "--retrain-epochs", "8", "--retrain-lr", "0.01",
+                           "--bits", "*=5", "--finetune-epochs", "2"]),
         ],
     },
     "resnet20-75": {
