@@ -118,9 +118,10 @@ def plot(a):
             ax.set_xticks(sorted({int(r["bits"]) for r in rows}))
             ax.set_ylabel("top-1 accuracy (%)")
             ax.grid(alpha=0.3)
-        lo = min(float(r[k]) for r in rows for k in ("top1", "top1_finetuned"))
-        axes[0, col].set_ylim(max(lo - 2, 0), base + 1)
-        axes[1, col].set_ylim(base - 2, base + 0.5)
+        vals = [float(r[k]) for r in rows for k in ("top1", "top1_finetuned") if r[k] != ""]
+        top = max(base, *vals)         # fine-tuning can end above the unquantized input
+        axes[0, col].set_ylim(max(min(vals) - 2, 0), top + 1)
+        axes[1, col].set_ylim(base - 2, top + 0.3)
         axes[1, col].set_title("the same, near the top", fontsize=8)
         axes[1, col].set_xlabel("bits per weight (all conv and fc layers)")
         axes[0, col].legend(fontsize=7, loc="lower right")
