@@ -41,6 +41,43 @@ def add_device_arg(p):
                    help="where to compute (default: cuda if present, else cpu)")
 
 
+def add_prune_args(p):
+    """The options of PruneConfig (``deepcomp prune`` and ``compress``)."""
+    p.add_argument("--method", default="std", choices=["std", "global", "layer"],
+                   help="std: threshold = s x std of each layer (default); global: one threshold "
+                        "for a target sparsity; layer: a target sparsity per layer")
+    p.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
+                   help="std method: quality parameter, one value or per layer with globs, "
+                        "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
+    p.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...",
+                   help="global: fraction of weights to prune; layer: per-layer fractions, "
+                        "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=1,
+                   help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
+    p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs per round")
+    p.add_argument("--retrain-lr", type=float, default=None,
+                   help="retraining learning rate (default: a tenth of the training rate)")
+
+
+def add_quantize_args(p):
+    """The codebook options of QuantizeConfig (``deepcomp quantize`` and ``compress``)."""
+    p.add_argument("--bits", default=None, metavar="B|PAT=B,...",
+                   help="bits per weight (2**bits shared values), one value or per layer with "
+                        "globs, e.g. '*=5,conv*=8' (default: the paper's 8 conv, 5 fc)")
+    p.add_argument("--init", default="linear", choices=["linear", "density", "forgy"],
+                   help="centroid initialisation (default: linear, the paper's best)")
+
+
+def add_encode_args(p):
+    """The options of EncodeConfig (``deepcomp encode`` and ``compress``)."""
+    p.add_argument("--index-bits", default=None, metavar="B|PAT=B,...",
+                   help="bits of a relative index, per layer with globs, e.g. '*=5,conv*=8' "
+                        "(default: the paper's 8 conv, 5 fc)")
+    p.add_argument("--float16", action="store_true",
+                   help="store dense tensors (biases, batch norm) as float16: lossy, "
+                        "re-evaluated on --data")
+
+
 def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs",
                    skip_epochs_lr=False):
     """The options of TrainConfig, as ``--{prefix}epochs`` etc. Defaults None mean: the stage's."""
@@ -152,14 +189,11 @@ def cmd_eval(a):
 
 
 def cmd_prune(a):
-    from .prune import PruneConfig, prune
+    from .prune import prune
     from .stagefile import save_stage
     sf, data = load_input(a)
     out = out_path(a)
-    cfg = PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
-                      iterations=a.iterations, retrain_epochs=a.retrain_epochs,
-                      retrain_lr=a.retrain_lr, train=train_config(a, "retrain-", 0.01))
-    res = prune(sf, data, cfg, log=main_print)
+    res = prune(sf, data, prune_config(a), log=main_print)
     save_stage(out, res)
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
@@ -174,9 +208,7 @@ def cmd_quantize(a):
     from .stagefile import save_stage
     sf, data = load_input(a)
     out = out_path(a)
-    d = QuantizeConfig()
-    cfg = QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed,
-                         finetune=train_config(a, "finetune-", d.finetune.lr))
+    cfg = quantize_config(a, train_config(a, "finetune-", QuantizeConfig().finetune.lr))
     res = quantize(sf, data, cfg)
     save_stage(out, res)
     rec = res.history[-1]
@@ -190,11 +222,11 @@ def cmd_quantize(a):
 
 
 def cmd_encode(a):
-    from .encode import EncodeConfig, encode_stage
+    from .encode import encode_stage
     from .stagefile import atomic_write, load_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
-    cfg = EncodeConfig(index_bits=a.index_bits or "", float16=a.float16)
+    cfg = encode_config(a)
     metrics = None
     if cfg.float16:                  # lossy: measure the accuracy of what the file holds
         from .data import load_data
@@ -244,23 +276,16 @@ def cmd_report(a):
 
 
 def cmd_compress(a):
-    from .encode import EncodeConfig
     from .pipeline import CompressConfig, compress
-    from .prune import PruneConfig
-    from .quantize import QuantizeConfig
     from .report import report_text
     sf, data = load_input(a)
     out = out_path(a)
     if not out.endswith(".dc"):
         raise UsageError(f"the output of compress is a .dc file, got {out!r}")
     cfg = CompressConfig(
-        prune=PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
-                          iterations=a.iterations, retrain_epochs=a.retrain_epochs,
-                          retrain_lr=a.retrain_lr, train=_shared_train(a)),
-        quantize=QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed,
-                                finetune=_shared_train(a, epochs=a.finetune_epochs,
-                                                       lr=a.finetune_lr)),
-        encode=EncodeConfig(index_bits=a.index_bits or "", float16=a.float16))
+        prune=prune_config(a),
+        quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
+        encode=encode_config(a))
     paths = compress(sf, data, out, cfg, log=main_print)
     from . import dist
     if dist.is_main():
@@ -270,12 +295,27 @@ def cmd_compress(a):
 
 def _shared_train(a, **over):
     from .train import TrainConfig
-    t = TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
-                    schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
-                    device=a.device, progress=not a.no_progress)
-    for k, v in over.items():
-        setattr(t, k, v)
-    return t
+    return TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
+                       schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
+                       device=a.device, progress=not a.no_progress, **over)
+
+
+def prune_config(a):
+    """PruneConfig from add_prune_args' flags; prune() sets the retraining epochs and rate."""
+    from .prune import PruneConfig
+    return PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
+                       iterations=a.iterations, retrain_epochs=a.retrain_epochs,
+                       retrain_lr=a.retrain_lr, train=_shared_train(a))
+
+
+def quantize_config(a, finetune):
+    from .quantize import QuantizeConfig
+    return QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed, finetune=finetune)
+
+
+def encode_config(a):
+    from .encode import EncodeConfig
+    return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16)
 
 
 def cmd_demo(a):
@@ -359,20 +399,7 @@ def build_parser():
     s = sub.add_parser("prune", help="magnitude pruning with retraining (Han et al. 2015)")
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
-    s.add_argument("--method", default="std", choices=["std", "global", "layer"],
-                   help="std: threshold = s x std of each layer (default); global: one threshold "
-                        "for a target sparsity; layer: a target sparsity per layer")
-    s.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
-                   help="std method: quality parameter, one value or per layer with globs, "
-                        "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
-    s.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...",
-                   help="global: fraction of weights to prune; layer: per-layer fractions, "
-                        "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
-    s.add_argument("--iterations", type=int, default=1,
-                   help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
-    s.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs per round")
-    s.add_argument("--retrain-lr", type=float, default=None,
-                   help="retraining learning rate (default: a tenth of the training rate)")
+    add_prune_args(s)
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     add_device_arg(s)
     s.set_defaults(fn=cmd_prune)
@@ -410,11 +437,7 @@ def build_parser():
                        "(Han et al. 2016, section 3)")
     add_input_args(s, "stage file (pruned or not), or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
-    s.add_argument("--bits", default=None, metavar="B|PAT=B,...",
-                   help="bits per weight (2**bits shared values), one value or per layer with "
-                        "globs, e.g. '*=5,conv*=8' (default: the paper's 8 conv, 5 fc)")
-    s.add_argument("--init", default="linear", choices=["linear", "density", "forgy"],
-                   help="centroid initialisation (default: linear, the paper's best)")
+    add_quantize_args(s)
     from .quantize import QuantizeConfig
     add_train_args(s, prefix="finetune-", epochs=QuantizeConfig().finetune.epochs,
                    help_epochs="epochs of codebook fine-tuning, 0 for none")
@@ -425,12 +448,7 @@ def build_parser():
                        "sections 2 and 4; docs/FORMAT.md)")
     s.add_argument("input", help="stage file: quantized, pruned-only or dense")
     s.add_argument("-o", "--output", required=True, help=".dc file to write")
-    s.add_argument("--index-bits", default=None, metavar="B|PAT=B,...",
-                   help="bits of a relative index, per layer with globs, e.g. '*=5,conv*=8' "
-                        "(default: the paper's 8 conv, 5 fc)")
-    s.add_argument("--float16", action="store_true",
-                   help="store dense tensors (biases, batch norm) as float16: lossy, "
-                        "re-evaluated on --data")
+    add_encode_args(s)
     add_data_arg(s)
     add_device_arg(s)
     s.add_argument("--json", action="store_true", help="print the sizes as JSON")
@@ -452,22 +470,13 @@ def build_parser():
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help=".dc file to write; stage files are "
                    "written beside it (NAME.pruned.pt, NAME.quantized.pt)")
-    g = s.add_argument_group("pruning")
-    g.add_argument("--method", default="std", choices=["std", "global", "layer"])
-    g.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...")
-    g.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...")
-    g.add_argument("--iterations", type=int, default=1)
-    g.add_argument("--retrain-epochs", type=int, default=1)
-    g.add_argument("--retrain-lr", type=float, default=None)
+    add_prune_args(s.add_argument_group("pruning"))
     g = s.add_argument_group("quantization")
-    g.add_argument("--bits", default=None, metavar="B|PAT=B,...")
-    g.add_argument("--init", default="linear", choices=["linear", "density", "forgy"])
+    add_quantize_args(g)
     from .quantize import QuantizeConfig
     g.add_argument("--finetune-epochs", type=int, default=QuantizeConfig().finetune.epochs)
     g.add_argument("--finetune-lr", type=float, default=QuantizeConfig().finetune.lr)
-    g = s.add_argument_group("encoding")
-    g.add_argument("--index-bits", default=None, metavar="B|PAT=B,...")
-    g.add_argument("--float16", action="store_true", help="dense tensors as float16 (lossy)")
+    add_encode_args(s.add_argument_group("encoding"))
     add_train_args(s, skip_epochs_lr=True)
     add_device_arg(s)
     s.set_defaults(fn=cmd_compress)
