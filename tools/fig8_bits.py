@@ -118,7 +118,7 @@ def plot(a):
             ax.set_xticks(sorted({int(r["bits"]) for r in rows}))
             ax.set_ylabel("top-1 accuracy (%)")
             ax.grid(alpha=0.3)
-        vals = [float(r[k]) for r in rows for k in ("top1", "top1_finetuned") if r[k] != ""]
+        vals = [float(r[k]) for r in rows for k in ("top1", "top1_finetuned")]
         top = max(base, *vals)         # fine-tuning can end above the unquantized input
         axes[0, col].set_ylim(max(min(vals) - 2, 0), top + 1)
         axes[1, col].set_ylim(base - 2, top + 0.3)
