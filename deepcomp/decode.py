@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from . import huffman
-from .stagefile import StageFile
-from .encode import BREAKDOWN, DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX, complete_record
+from .stagefile import DC_MAGIC, StageFile
+from .encode import (BREAKDOWN, DC_VERSION, DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX,
+                     complete_record)
 from .sparse import as_2d
 from .errors import (BadMagicError, ChecksumError, CountMismatchError, HeaderError,
                      HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
@@ -25,8 +26,6 @@ from .errors import (BadMagicError, ChecksumError, CountMismatchError, HeaderErr
 
 __all__ = ["read_dc", "decode_bytes", "decode", "load", "MAX_HEADER_BYTES", "MAX_ELEMENTS"]
 
-MAJOR = 1
-MAGIC = b"DEEPCOMP"
 MAX_ELEMENTS = 1 << 30            # at most 2**30 decoded elements (4 GiB of float32) per file
 SECTIONS = {"dense": ["dense"],
             "sparse": ["gap_codes", "gaps", "values"],
@@ -67,15 +66,15 @@ def load(src: str, device: str = "cpu") -> torch.nn.Module:
 # --- the reader ----------------------------------------------------------------------------
 
 def _prefix(buf: bytes, name: str) -> tuple[int, int]:
-    if buf[:len(MAGIC)] != MAGIC[:min(len(buf), len(MAGIC))] or not buf:
-        raise BadMagicError(f"{name}: not a .dc file (it does not start with {MAGIC.decode()})")
+    if buf[:len(DC_MAGIC)] != DC_MAGIC[:min(len(buf), len(DC_MAGIC))] or not buf:
+        raise BadMagicError(f"{name}: not a .dc file (it does not start with {DC_MAGIC.decode()})")
     if len(buf) < PREFIX.size:
         raise TruncatedFileError(f"{name}: {len(buf)} bytes, shorter than the "
                                  f"{PREFIX.size}-byte prefix")
     _, major, minor, hlen, hcrc, dlen = PREFIX.unpack_from(buf)
-    if major != MAJOR:
+    if major != DC_VERSION[0]:
         raise UnsupportedVersionError(f"{name}: format version {major}.{minor}; this reader "
-                                      f"knows version {MAJOR}")
+                                      f"knows version {DC_VERSION[0]}")
     if hlen > MAX_HEADER_BYTES:
         raise HeaderTooLargeError(f"{name}: header of {hlen} bytes exceeds the "
                                   f"{MAX_HEADER_BYTES}-byte cap")
@@ -181,7 +180,6 @@ def _meta_model(arch: dict, name: str):
 
 def decode_bytes(buf: bytes, name: str = "<bytes>"):
     """The stage file stored in the bytes of a .dc file."""
-    from .stagefile import StageFile
     hlen, dlen = _prefix(buf, name)
     h = _header(buf[PREFIX.size:PREFIX.size + hlen], name)
     data = memoryview(buf)[PREFIX.size + hlen:PREFIX.size + hlen + dlen]
@@ -258,8 +256,7 @@ def decode_bytes(buf: bytes, name: str = "<bytes>"):
     rec = history[-1] if history else {}
     if rec.get("stage") == "encoded" and isinstance(rec.get("sizes"), dict) \
             and "bytes" not in rec["sizes"] and _is_int(rec["sizes"].get("dense_bytes")):
-        parts = dict.fromkeys(["index_stream", "gap_stream", "codebooks", "code_tables", "dense",
-                               "values"], 0)
+        parts = dict.fromkeys(BREAKDOWN.values(), 0)
         for t in h["tensors"]:
             for sec, _, length, _ in t["sections"]:
                 parts[BREAKDOWN[sec]] += length

@@ -20,6 +20,7 @@ import torch
 from . import huffman
 from .errors import CheckpointError, UsageError
 from .sparse import as_2d, default_index_bits, relative_index, walk
+from .stagefile import DC_MAGIC
 
 __all__ = ["EncodeConfig", "encode", "encode_stage", "pack", "DC_VERSION", "PREFIX"]
 
@@ -56,7 +57,6 @@ class EncodeConfig:
 class _Tensor:
     entry: dict              # the header entry, without offsets
     sections: list           # [(name, bytes)]
-    stats: dict | None       # the per-tensor record of sparse and quantized tensors
 
 
 def resolve_index_bits(sf, setting: str) -> dict:
@@ -78,14 +78,14 @@ def resolve_index_bits(sf, setting: str) -> dict:
     return out
 
 
-def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[bytes, bytes, int, float]:
-    """(code table, stream, bits used, Shannon bound in bits) of a symbol stream."""
+def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[bytes, bytes]:
+    """(code table, stream) of a symbol stream."""
     freqs = np.bincount(symbols, minlength=alphabet)
     used = int((freqs > 0).sum())
     max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
     lengths = huffman.code_lengths(freqs, max_len)
-    stream, nbits = huffman.encode(symbols, lengths)
-    return huffman.pack_lengths(lengths), stream, nbits, huffman.shannon_bits(symbols)
+    stream, _ = huffman.encode(symbols, lengths)
+    return huffman.pack_lengths(lengths), stream
 
 
 def _check_float32(name, t):
@@ -104,7 +104,7 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         stored = "float16" if float16 and t.is_floating_point() else dtype
         raw = t.to(DTYPES[stored]).numpy() if stored != "bfloat16" else t.view(torch.int16).numpy()
         data = raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
-        return _Tensor({**entry, "kind": "dense", "stored": stored}, [("dense", data)], None)
+        return _Tensor({**entry, "kind": "dense", "stored": stored}, [("dense", data)])
     _check_float32(name, t)
     rows, cols = as_2d(t.shape)
     w = t.numpy().reshape(rows, cols)
@@ -140,17 +140,14 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         entry.update(bits=bits, codebook_size=k, quant_meta=meta)
         codebook = ("codebook", cb.astype("<f4").tobytes())
 
-    stats = {"raw_weight_bits": int(entry.get("bits", 32)),
-             "raw_index_bits": ibits if m is not None else 0}
     if m is None:                                   # quantized, not pruned: every index, no gaps
         sym = np.where(idx >= 0, idx, k).reshape(-1)
-        table, stream, nbits, bound = _huffman(sym, k + 1, max_len)
-        stats.update(kind="quantized_dense", order="csr", entries=int(sym.size), fillers=0,
-                     weight_bits=nbits / max(sym.size, 1), index_bits=0.0,
-                     efficiency_weights=bound / nbits if nbits else None, efficiency_gaps=None)
-        secs = [codebook, ("weight_codes", table), ("weights", stream)]
-        return _finish({**entry, "kind": "quantized_dense"}, secs, stats)
+        table, stream = _huffman(sym, k + 1, max_len)
+        return _Tensor({**entry, "kind": "quantized_dense"},
+                       [codebook, ("weight_codes", table), ("weights", stream)])
 
+    # Row or column order: the weights' symbols and values are the same multiset either way, so
+    # their Huffman code and byte count are too; only the gap stream decides (a tie keeps csr).
     best = None
     for order in ("csr", "csc"):
         pos = walk(m, order)
@@ -158,34 +155,21 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         filler = np.ones(len(stored), bool)
         filler[slots] = False
         stored[filler] = 1 << ibits                # the filler symbol (docs/FORMAT.md)
-        gtable, gstream, gbits, gbound = _huffman(stored, (1 << ibits) + 1, max_len)
-        flat = (w if order == "csr" else w.T).reshape(-1)
-        st = {"kind": "quantized" if q is not None else "sparse", "order": order,
-              "entries": int(len(stored)), "fillers": int(filler.sum()),
-              "index_bits": gbits / max(len(stored), 1),
-              "efficiency_gaps": gbound / gbits if gbits else None}
-        e = {**entry, "kind": st["kind"], "order": order, "index_bits": ibits,
-             "entries": int(len(stored)), "nonzeros": int(len(pos))}
+        gtable, gstream = _huffman(stored, (1 << ibits) + 1, max_len)
         gap_secs = [("gap_codes", gtable), ("gaps", gstream)]
-        if q is not None:
-            sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
-            sym = np.where(sym >= 0, sym, k)
-            wtable, wstream, wbits, wbound = _huffman(sym, k + 1, max_len)
-            st.update(weight_bits=wbits / max(len(pos), 1),
-                      efficiency_weights=wbound / wbits if wbits else None)
-            secs = [codebook, ("weight_codes", wtable), ("weights", wstream)] + gap_secs
-        else:
-            st.update(weight_bits=32.0, efficiency_weights=None)
-            secs = gap_secs + [("values", flat[pos].astype("<f4").tobytes())]
-        size = sum(len(b) for _, b in secs)
+        size = sum(len(b) for _, b in gap_secs)
         if best is None or size < best[0]:
-            best = (size, e, secs, {**stats, **st})
-    return _finish(best[1], best[2], best[3])
-
-
-def _finish(entry, secs, stats) -> _Tensor:
-    stats["bytes"] = sum(len(b) for _, b in secs)
-    return _Tensor(entry, secs, stats)
+            best = (size, order, pos, len(stored), gap_secs)
+    _, order, pos, entries, gap_secs = best
+    kind = "quantized" if q is not None else "sparse"
+    e = {**entry, "kind": kind, "order": order, "index_bits": ibits, "entries": entries,
+         "nonzeros": int(len(pos))}
+    if q is None:
+        flat = (w if order == "csr" else w.T).reshape(-1)
+        return _Tensor(e, gap_secs + [("values", flat[pos].astype("<f4").tobytes())])
+    sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
+    wtable, wstream = _huffman(np.where(sym >= 0, sym, k), k + 1, max_len)
+    return _Tensor(e, [codebook, ("weight_codes", wtable), ("weights", wstream)] + gap_secs)
 
 
 def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
@@ -255,18 +239,9 @@ def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes
         entries.append({**t.entry, "sections": secs})
     header = deflate(canonical_json({"arch": arch, "data": data, "history": history,
                                      "tensors": entries}))
-    body = PREFIX.pack(b"DEEPCOMP", *DC_VERSION, len(header), zlib.crc32(header), offset) \
+    body = PREFIX.pack(DC_MAGIC, *DC_VERSION, len(header), zlib.crc32(header), offset) \
         + header + b"".join(blobs)
     return body + struct.pack("<I", zlib.crc32(body))
-
-
-def breakdown(tensors: list[_Tensor]) -> dict:
-    out = dict.fromkeys(["index_stream", "gap_stream", "codebooks", "code_tables", "dense",
-                         "values"], 0)
-    for t in tensors:
-        for name, b in t.sections:
-            out[BREAKDOWN[name]] += len(b)
-    return out
 
 
 def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = None):
