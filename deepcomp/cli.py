@@ -222,8 +222,8 @@ def cmd_quantize(a):
 
 
 def cmd_encode(a):
-    from .encode import encode_stage
-    from .stagefile import atomic_write, load_stage
+    from .encode import encode
+    from .stagefile import load_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
     cfg = encode_config(a)
@@ -235,8 +235,7 @@ def cmd_encode(a):
         if not spec:
             raise UsageError("--float16 changes the weights: give --data SPEC to measure them")
         metrics = float16_metrics(sf, load_data(spec), a.device)
-    buf, rec = encode_stage(sf, cfg, metrics)
-    atomic_write(out, lambda f: f.write(buf))
+    rec = encode(sf, out, cfg, metrics)
     if a.json:
         print(json.dumps(rec["sizes"], sort_keys=True))
         return
