@@ -263,20 +263,21 @@ def cmd_decode(a):
 
 def cmd_report(a):
     from .report import make_plots, read_inputs, report_text
-    text = report_text(a.inputs, a.format, a.layers, a.model)
+    inp = read_inputs(a.inputs, a.model)
+    text = report_text(inp, a.format, a.layers)
     if a.output:
         from .stagefile import atomic_write
         atomic_write(a.output, lambda f: f.write(text.encode()))
     else:
         sys.stdout.write(text)
     if a.plot:
-        for path in make_plots(read_inputs(a.inputs, a.model), a.plot, a.layer):
+        for path in make_plots(inp, a.plot, a.layer):
             sys.stderr.write(f"wrote {path}\n")
 
 
 def cmd_compress(a):
     from .pipeline import CompressConfig, compress
-    from .report import report_text
+    from .report import read_inputs, report_text
     sf, data = load_input(a)
     out = out_path(a)
     if not out.endswith(".dc"):
@@ -289,7 +290,8 @@ def cmd_compress(a):
     from . import dist
     if dist.is_main():
         print()
-        print(report_text([a.input] + paths if not a.model else paths, "text", True, a.model))
+        print(report_text(read_inputs([a.input] + paths if not a.model else paths, a.model),
+                          "text", True))
 
 
 def _shared_train(a, **over):
@@ -320,11 +322,11 @@ def encode_config(a):
 def cmd_demo(a):
     import time
     from .pipeline import demo
-    from .report import report_text
+    from .report import read_inputs, report_text
     t0 = time.perf_counter()
     paths = demo(a.output, log=print)
     print()
-    print(report_text(paths, "text", True))
+    print(report_text(read_inputs(paths), "text", True))
     print(f"demo finished in {time.perf_counter() - t0:.0f}s; files in {a.output}/ "
           f"(try: deepcomp eval {paths[-1]})")
 

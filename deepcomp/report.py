@@ -184,7 +184,7 @@ def render(rows: list[dict], columns, fmt: str = "text", title: str | None = Non
                 for row in cells]
     if commands and rows and any(r.get("command") for r in rows):
         out.append("")
-        out += [f"{'- ' if fmt == 'markdown' else ''}{r['stage']}: `{r['command']}`" if fmt == "markdown"
+        out += [f"- {r['stage']}: `{r['command']}`" if fmt == "markdown"
                 else f"{r['stage']:10s} {r['command']}" for r in rows if r.get("command")]
     return "\n".join(out) + "\n"
 
@@ -228,8 +228,8 @@ def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
     return paths
 
 
-def report_text(paths: list[str], fmt="text", layers=False, model=None) -> str:
-    inp = read_inputs(paths, model)
+def report_text(inp: Inputs, fmt="text", layers=False) -> str:
+    """The per-stage table (and with ``layers`` the per-layer one) of :func:`read_inputs`' result."""
     text = render(stage_rows(inp), STAGE_COLUMNS, fmt,
                   title=f"{inp.last.arch['name']} on {inp.last.data.get('spec')}")
     if layers:
