@@ -92,7 +92,8 @@ def compute_masks(weights: dict, method: str, setting, prev: dict | None = None,
             absw[n] = absw[n].masked_fill(~prev[n], 0.0)
     if method == "std":
         for n, a in absw.items():
-            thr = float(setting[n]) * scale * float((stds or {}).get(n, weights[n].float().std()))
+            sd = stds[n] if stds and n in stds else weights[n].float().std()
+            thr = float(setting[n]) * scale * float(sd)
             m = a > thr
             if n in prev:
                 m &= prev[n]
