@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from deepcomp.pipeline import stage_paths
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEEPCOMP_SHARED", ROOT.parent / "shared"))
 MNIST = f"mnist:{SHARED / 'data' / 'mnist'}"
@@ -103,19 +105,16 @@ def run(name: str, out_dir: Path, fresh: bool) -> None:
             subprocess.run([exe, *argv], check=True)
             done.append((cmd, time.perf_counter() - t0))
         if argv[0] == "compress":
-            stem = str(out)[:-3]
-            files += [f"{stem}.pruned.pt", f"{stem}.quantized.pt"]
-        files.append(str(out))
+            files += list(stage_paths(str(out)).values())     # pruned, quantized, encoded
+        else:
+            files.append(str(out))
         prev = out
     foreign = name.startswith("resnet20")      # compressed from a checkpoint, not a stage file
     files.insert(0, str(RESNET20) if foreign else str(out_dir / recipe["steps"][0][0]))
-    report = subprocess.run([exe, "report", *files, "--layers", "--format", "markdown"]
+    report = subprocess.run([exe, "report", *files, "--layers", "--format", "markdown",
+                             "--plot", str(ROOT / "docs" / "plots" / name)]
                             + (["--model", "resnet20"] if foreign else []),
                             check=True, capture_output=True, text=True).stdout
-    plots = ROOT / "docs" / "plots" / name
-    subprocess.run([exe, "report", *files, "--plot", str(plots)]
-                   + (["--model", "resnet20"] if foreign else []), check=True,
-                   capture_output=True)
     lines = [f"## {recipe['title']}", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, by "
              f"`python tools/reproduce.py {name}`:", ""]
