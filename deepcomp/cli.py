@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from . import __version__
 from .errors import DeepcompError, UsageError
@@ -152,25 +151,14 @@ def cmd_models(a):
 
 
 def cmd_train(a):
-    import torch
     from .data import load_data
-    from .models import create
-    from .stagefile import StageFile, arch_for, save_stage, stage_record
-    from .train import evaluate, fit
+    from .pipeline import train_baseline
+    from .stagefile import save_stage
     data = load_data(a.data)
-    arch = arch_for(a.model, data.meta())
-    cfg = train_config(a)
-    torch.manual_seed(cfg.seed)
-    model = create(arch["name"], **arch["kwargs"])
     out = out_path(a)
-    t0 = time.perf_counter()
-    epochs = fit(model, data, cfg)
-    metrics = evaluate(model, data, a.device)
-    wall = time.perf_counter() - t0
-    sf = StageFile.from_model(model, arch, data.meta())
-    from .sizes import stage_sizes
-    sf.history.append(stage_record("baseline", {"train": cfg.to_dict()}, metrics,
-                                   stage_sizes(sf), wall, epochs=epochs))
+    sf = train_baseline(a.model, data, train_config(a))
+    rec = sf.history[-1]
+    metrics, wall = rec["metrics"], rec["wall_time"]
     save_stage(out, sf)
     main_print(f"{a.model} on {a.data}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%"
                f"  loss {metrics['loss']:.4f}  ({wall:.1f}s)  -> {out}")

@@ -21,7 +21,25 @@ from .quantize import QuantizeConfig, quantize
 from .stagefile import StageFile, arch_for, load_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
-__all__ = ["CompressConfig", "compress", "stage_paths", "verify", "demo", "float16_metrics"]
+__all__ = ["CompressConfig", "compress", "stage_paths", "verify", "demo", "float16_metrics",
+           "train_baseline"]
+
+
+def train_baseline(model: str, data: Dataset, cfg: TrainConfig) -> StageFile:
+    """Train registry model ``model`` from scratch on ``data``: the baseline stage file, whose
+    record keeps the training config, the test metrics, the sizes and the wall time."""
+    from .models import create
+    from .sizes import stage_sizes
+    arch = arch_for(model, data.meta())
+    torch.manual_seed(cfg.seed)
+    net = create(arch["name"], **arch["kwargs"])
+    t0 = time.perf_counter()
+    epochs = fit(net, data, cfg)
+    metrics = evaluate(net, data, cfg.device)
+    sf = StageFile.from_model(net, arch, data.meta())
+    sf.history.append(stage_record("baseline", {"train": cfg.to_dict()}, metrics,
+                                   stage_sizes(sf), time.perf_counter() - t0, epochs=epochs))
+    return sf
 
 
 @dataclass
@@ -129,20 +147,9 @@ def demo_config(seed: int = 0) -> CompressConfig:
 
 def demo(folder: str = "deepcomp-demo", log=print) -> list[str]:
     """Train LeNet-300-100 on scikit-learn's digits, compress it, and return the files written."""
-    t0 = time.perf_counter()
     data = load_data("digits")
-    torch.manual_seed(0)
-    arch = arch_for("lenet300", data.meta())
-    from .models import create
-    model = create(arch["name"], **arch["kwargs"])
-    tcfg = TrainConfig(epochs=30, lr=0.05, progress=False)
     log("== train lenet300 on digits (the baseline)")
-    epochs = fit(model, data, tcfg)
-    metrics = evaluate(model, data)
-    sf = StageFile.from_model(model, arch, data.meta())
-    from .sizes import stage_sizes
-    sf.history.append(stage_record("baseline", {"train": tcfg.to_dict()}, metrics,
-                                   stage_sizes(sf), time.perf_counter() - t0, epochs=epochs))
+    sf = train_baseline("lenet300", data, TrainConfig(epochs=30, lr=0.05, progress=False))
     os.makedirs(folder, exist_ok=True)
     base = os.path.join(folder, "lenet300-digits.pt")
     save_stage(base, sf)
