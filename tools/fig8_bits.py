@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import shlex
 import sys
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from deepcomp.data import load_data  # noqa: E402
 from deepcomp.quantize import INITS, QuantizeConfig, quantize  # noqa: E402
-from deepcomp.stagefile import load_stage  # noqa: E402
+from deepcomp.stagefile import atomic_write, load_stage  # noqa: E402
 from deepcomp.train import TrainConfig, evaluate  # noqa: E402
 
 FIELDS = ["model", "input", "input_top1", "init", "bits", "top1", "top1_finetuned", "loss",
@@ -73,14 +74,12 @@ def run(a):
 
 
 def write_csv(path, rows, a):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(f"# {shlex.join(['.venv/bin/python'] + sys.argv)}\n")
-        w = csv.DictWriter(f, FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    buf.write(f"# {shlex.join(['.venv/bin/python'] + sys.argv)}\n")
+    w = csv.DictWriter(buf, FIELDS, lineterminator="\r\n")   # csv's default, as before
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def read_csv(path):
