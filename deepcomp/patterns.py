@@ -24,9 +24,6 @@ class LayerSetting:
     def __repr__(self):
         return ",".join(f"{p}={v}" for p, v in self.pairs) or f"*={self.default}"
 
-    def to_str(self) -> str:
-        return repr(self)
-
     def resolve(self, names: list[str]) -> dict[str, object]:
         """The value for every parameter name in ``names`` (given in model order)."""
         out = {}
