@@ -42,9 +42,10 @@ def add_device_arg(p):
 
 def add_prune_args(p):
     """The options of PruneConfig (``deepcomp prune`` and ``compress``)."""
-    p.add_argument("--method", default="std", choices=["std", "global", "layer"],
+    p.add_argument("--method", default="std", choices=["std", "global", "layer", "lamp"],
                    help="std: threshold = s x std of each layer (default); global: one threshold "
-                        "for a target sparsity; layer: a target sparsity per layer")
+                        "for a target sparsity; layer: a target sparsity per layer; lamp: one "
+                        "threshold on layer-adaptive scores (Lee et al. 2021)")
     p.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
                    help="std method: quality parameter, one value or per layer with globs, "
                         "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
@@ -56,6 +57,18 @@ def add_prune_args(p):
     p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs per round")
     p.add_argument("--retrain-lr", type=float, default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
+    from .prune import PruneConfig
+    d = PruneConfig()
+    p.add_argument("--min-keep", type=float, default=d.min_keep,
+                   help="global, lamp: every layer keeps at least this share of its weights "
+                        "(default: %(default)s)")
+    p.add_argument("--gradual", action="store_true",
+                   help="prune during retraining, along a cubic ramp (Zhu & Gupta 2017)")
+    p.add_argument("--mask-every", type=int, default=d.mask_every,
+                   help="--gradual: steps between mask updates (default: %(default)s)")
+    p.add_argument("--ramp-fraction", type=float, default=d.ramp_fraction,
+                   help="--gradual: share of the retraining over which sparsity ramps up "
+                        "(default: %(default)s)")
 
 
 def add_quantize_args(p):
@@ -95,6 +108,27 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_distill_args(p, teacher=True):
+    """Knowledge distillation from the stage's input model (TrainConfig.distill_*)."""
+    from .train import TrainConfig
+    d = TrainConfig()
+    p.add_argument("--distill", action="store_true",
+                   help="retrain against the input model's outputs as well as the labels "
+                        "(Hinton et al. 2015), with weight 0.9 unless --distill-weight says")
+    p.add_argument("--distill-weight", type=float, default=None,
+                   help="weight of the distillation loss, 0..1 (default with --distill: 0.9)")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                   help="softmax temperature of distillation (default: %(default)s)")
+    if teacher:
+        p.add_argument("--teacher", metavar="FILE",
+                       help="distil from this stage file instead of the input")
+
+
+def add_restart_arg(p):
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint of an interrupted run instead of resuming it")
 
 
 def train_config(a, prefix="", default_lr=None):
@@ -179,10 +213,14 @@ def cmd_eval(a):
 def cmd_prune(a):
     from .prune import prune
     from .stagefile import save_stage
+    from .pipeline import stage_checkpoint
     sf, data = load_input(a)
     out = out_path(a)
-    res = prune(sf, data, prune_config(a), log=main_print)
+    cfg = prune_config(a)
+    ckpt = stage_checkpoint(out, "prune", cfg, sf, data, a.restart, main_print)
+    res = prune(sf, data, cfg, log=main_print, teacher=_teacher(a), checkpoint=ckpt)
     save_stage(out, res)
+    ckpt.remove()
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
     main_print(f"pruned {100 * (1 - z['nonzero_share']):.2f}% of {z['prunable']:,} weights: "
@@ -196,9 +234,12 @@ def cmd_quantize(a):
     from .stagefile import save_stage
     sf, data = load_input(a)
     out = out_path(a)
+    from .pipeline import stage_checkpoint
     cfg = quantize_config(a, train_config(a, "finetune-", QuantizeConfig().finetune.lr))
-    res = quantize(sf, data, cfg)
+    ckpt = stage_checkpoint(out, "quantize", cfg, sf, data, a.restart, main_print)
+    res = quantize(sf, data, cfg, teacher=_teacher(a), checkpoint=ckpt)
     save_stage(out, res)
+    ckpt.remove()
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
     b, f = m["before_finetune"], m["after_finetune"]
@@ -274,7 +315,7 @@ def cmd_compress(a):
         prune=prune_config(a),
         quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
         encode=encode_config(a))
-    paths = compress(sf, data, out, cfg, log=main_print)
+    paths = compress(sf, data, out, cfg, log=main_print, restart=a.restart)
     from . import dist
     if dist.is_main():
         print()
@@ -282,11 +323,33 @@ def cmd_compress(a):
                           "text", True))
 
 
+def _distill_weight(a) -> float:
+    w = getattr(a, "distill_weight", None)
+    if w is None:
+        return 0.9 if getattr(a, "distill", False) else 0.0
+    if not 0 <= w <= 1:
+        raise UsageError(f"--distill-weight must be in [0, 1], got {w}")
+    return w
+
+
 def _shared_train(a, **over):
     from .train import TrainConfig
+    extra = {}
+    if hasattr(a, "distill_temperature"):
+        if a.distill_temperature <= 0:
+            raise UsageError(f"--distill-temperature must be > 0, got {a.distill_temperature}")
+        extra = dict(distill_weight=_distill_weight(a), distill_temperature=a.distill_temperature)
     return TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
                        schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
-                       device=a.device, progress=not a.no_progress, **over)
+                       device=a.device, progress=not a.no_progress, **extra, **over)
+
+
+def _teacher(a):
+    """The model that --teacher names (None: the stage distils from its input)."""
+    if not getattr(a, "teacher", None):
+        return None
+    from .stagefile import load_stage
+    return load_stage(a.teacher).build_model()
 
 
 def prune_config(a):
@@ -294,7 +357,9 @@ def prune_config(a):
     from .prune import PruneConfig
     return PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
                        iterations=a.iterations, retrain_epochs=a.retrain_epochs,
-                       retrain_lr=a.retrain_lr, train=_shared_train(a))
+                       retrain_lr=a.retrain_lr, min_keep=a.min_keep, gradual=a.gradual,
+                       mask_every=a.mask_every, ramp_fraction=a.ramp_fraction,
+                       train=_shared_train(a))
 
 
 def quantize_config(a, finetune):
@@ -390,6 +455,8 @@ def build_parser():
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_prune_args(s)
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
+    add_distill_args(s)
+    add_restart_arg(s)
     add_device_arg(s)
     s.set_defaults(fn=cmd_prune)
 
@@ -430,6 +497,8 @@ def build_parser():
     from .quantize import QuantizeConfig
     add_train_args(s, prefix="finetune-", epochs=QuantizeConfig().finetune.epochs,
                    help_epochs="epochs of codebook fine-tuning, 0 for none")
+    add_distill_args(s)
+    add_restart_arg(s)
     add_device_arg(s)
     s.set_defaults(fn=cmd_quantize)
 
@@ -467,6 +536,9 @@ def build_parser():
     g.add_argument("--finetune-lr", type=float, default=QuantizeConfig().finetune.lr)
     add_encode_args(s.add_argument_group("encoding"))
     add_train_args(s, skip_epochs_lr=True)
+    add_distill_args(s.add_argument_group("distillation (from the input model, in both "
+                                          "stages)"), teacher=False)
+    add_restart_arg(s)
     add_device_arg(s)
     s.set_defaults(fn=cmd_compress)
 
@@ -497,10 +569,16 @@ def main(argv=None) -> int:
     from . import stagefile
     stagefile.COMMAND = shlex.join(["deepcomp", *(sys.argv[1:] if argv is None else argv)])
     from . import dist
+    from .resume import Stopped, handle_stop_signals
     ok = False
     try:
-        a.fn(a)
+        with handle_stop_signals():
+            a.fn(a)
         ok = True
+    except Stopped as e:
+        if dist.is_main():
+            sys.stderr.write(f"deepcomp {a.command}: {e}\n")
+        return e.exit_code
     except UsageError as e:
         sys.stderr.write(f"deepcomp {a.command}: error: {e}\n")
         return 2

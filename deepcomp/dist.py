@@ -11,8 +11,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "rank", "world_size", "is_main", "all_reduce_sum", "broadcast", "barrier",
-           "cleanup", "same_on_all_ranks"]
+__all__ = ["setup", "rank", "world_size", "is_main", "all_reduce_sum", "all_reduce_max",
+           "broadcast", "barrier", "cleanup", "same_on_all_ranks"]
 
 
 def setup(device: torch.device) -> None:
@@ -41,6 +41,12 @@ def is_main() -> bool:
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
 
 

@@ -21,7 +21,7 @@ from .quantize import QuantizeConfig, quantize
 from .stagefile import StageFile, arch_for, load_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
-__all__ = ["CompressConfig", "compress", "stage_paths", "verify", "demo", "float16_metrics",
+__all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "verify", "demo", "float16_metrics",
            "train_baseline"]
 
 
@@ -83,29 +83,47 @@ def verify(sf: StageFile, decoded: StageFile) -> None:
             raise DeepcompError(f"verification failed: {k} differs after decoding")
 
 
+def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Dataset | None,
+                     restart: bool = False, log=print):
+    """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume)."""
+    from .resume import Checkpoint, fingerprint
+    return Checkpoint(f"{out}.ckpt", fingerprint(stage, config.to_dict(), upstream,
+                                                 data.spec if data is not None else None),
+                      restart=restart, log=log)
+
+
 def compress(sf: StageFile, data: Dataset, out: str, config: CompressConfig | None = None,
-             log=print) -> list[str]:
+             log=print, restart: bool = False) -> list[str]:
     """Run every stage on ``sf`` and write ``out`` (.dc) and the stage files beside it.
-    Returns the paths written, oldest stage first."""
+    Returns the paths written, oldest stage first. Finished stages are reused; a stage stopped
+    while training resumes from its checkpoint (``restart=True`` discards checkpoints).
+    With distillation on, both stages distil from the input model ``sf``."""
     from .decode import read_dc
     cfg = config or CompressConfig()
     paths = stage_paths(out)
+    distill = cfg.prune.train.distill_weight > 0 or cfg.quantize.finetune.distill_weight > 0
+    teacher = sf.build_model() if distill else None
 
     key = _key(cfg.prune, sf)
     pruned = _resume(paths["pruned"], key, log)
     if pruned is None:
         log("== prune")
-        pruned = prune(sf, data, cfg.prune, log=log)
+        ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
+        pruned = prune(sf, data, cfg.prune, log=log, teacher=teacher, checkpoint=ckpt)
         pruned.history[-1]["pipeline_key"] = key
         save_stage(paths["pruned"], pruned)
+        ckpt.remove()
 
     key = _key(cfg.quantize, pruned)
     quantized = _resume(paths["quantized"], key, log)
     if quantized is None:
         log("== quantize")
-        quantized = quantize(pruned, data, cfg.quantize)
+        ckpt = stage_checkpoint(paths["quantized"], "quantize", cfg.quantize, pruned, data,
+                                restart, log)
+        quantized = quantize(pruned, data, cfg.quantize, teacher=teacher, checkpoint=ckpt)
         quantized.history[-1]["pipeline_key"] = key
         save_stage(paths["quantized"], quantized)
+        ckpt.remove()
 
     log("== encode")
     metrics = None

@@ -6,16 +6,30 @@ Methods:
   the weights as they enter the stage, so ``s`` maps to a fixed threshold per layer.
 - ``global``: one magnitude threshold across all prunable weights, set to reach a target sparsity.
 - ``layer``: every layer pruned to its own target sparsity.
+- ``lamp``: one threshold across layers on the layer-adaptive magnitude score of Lee et al.
+  (ICLR 2021): a weight's square over the sum of the squares of the weights of its layer that
+  are at least as large. It sets per-layer sparsities without a sensitivity scan.
+
+``global`` and ``lamp`` keep a floor in every layer (``min_keep``, the largest weights), so no
+layer is ever pruned away whole (layer collapse cuts the network in two).
 
 Iterative pruning (``iterations=K``) prunes and retrains K times, raising the setting along the
 cubic ramp of Zhu & Gupta (2017), ``target * (1 - (1 - k/K)**3)``, so most of the pruning happens
 early while the network can still recover. Masks only ever shrink; surviving weights are never
 re-initialised. One-shot pruning is ``K=1``.
 
+Gradual pruning (``gradual=True``, Zhu & Gupta 2017) runs the same cubic ramp *inside* one
+retraining run: the masks are recomputed every ``mask_every`` steps over the first
+``ramp_fraction`` of the steps, and the rest of the run retrains at the final masks.
+
+Retraining can distil from the input model (``train.distill_weight``, see deepcomp.train), and
+resumes inside a round from a checkpoint (deepcomp.resume).
+
 The contract with the rest of the pipeline is a dict ``{param_name: bool mask}`` (True = kept).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -31,18 +45,28 @@ from .stagefile import StageFile, stage_record
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["PruneConfig", "prune", "prunable_names", "compute_masks", "apply_masks", "MaskKeeper",
-           "sparsity_of"]
+           "GradualPruner", "sparsity_of", "lamp_scores", "METHODS"]
+
+
+METHODS = ("std", "global", "layer", "lamp")
 
 
 @dataclass
 class PruneConfig:
-    method: str = "std"               # std | global | layer
+    method: str = "std"               # std | global | layer | lamp
     # std: quality parameter s; threshold = s * std(layer weights) (Han 2015, section 4).
     # 0.75 prunes about half of a Gaussian layer in one shot; raise it, with retraining, for more.
     sensitivity: str = "0.75"
-    # global: one float; layer: per-layer pattern string, e.g. '*=0.9,first=0.5' (fraction pruned)
+    # global, lamp: one float; layer: per-layer pattern string, e.g. '*=0.9,first=0.5' (fraction pruned)
     sparsity: str = "0.9"
     iterations: int = 1               # K prune+retrain rounds (Han 2015: iterative beat one-shot)
+    # global, lamp: every layer keeps at least this share of its weights (at least one), so no
+    # layer collapses; 1% is below what any layer of the paper's Table 4 keeps (AlexNet fc: 9%).
+    min_keep: float = 0.01
+    # Zhu & Gupta (2017): prune during one retraining run, raising sparsity along the cubic ramp
+    gradual: bool = False
+    mask_every: int = 100             # steps between mask updates (Zhu & Gupta: 100 to 1000)
+    ramp_fraction: float = 0.75       # share of the retraining steps over which sparsity ramps up
     retrain_epochs: int = 1           # per iteration; 0 = prune only
     # Han 2015 retrain LeNet at a tenth of the original learning rate; None = tenth of the rate
     # the input was trained with (from its history), else 0.01.
@@ -77,12 +101,30 @@ def _keep_largest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     return mask.reshape(scores.shape)
 
 
+def lamp_scores(a: torch.Tensor) -> torch.Tensor:
+    """LAMP scores (Lee et al. 2021) of a layer's weight magnitudes ``a``: w_u^2 / sum of w_v^2
+    over the weights v of the layer with |w_v| >= |w_u| (ties in sorted order)."""
+    sq = a.reshape(-1).double() ** 2
+    order = torch.argsort(sq, stable=True)
+    s = sq[order]
+    tail = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])
+    out = torch.empty_like(sq)
+    out[order] = torch.where(tail > 0, s / tail.clamp_min(1e-300), torch.zeros_like(s))
+    return out.reshape(a.shape).float()
+
+
+def _floor(n: int, min_keep: float) -> int:
+    return min(n, max(1, math.ceil(min_keep * n))) if min_keep > 0 else 0
+
+
 def compute_masks(weights: dict, method: str, setting, prev: dict | None = None,
-                  stds: dict | None = None, scale: float = 1.0) -> tuple[dict, dict]:
+                  stds: dict | None = None, scale: float = 1.0,
+                  min_keep: float = 0.0) -> tuple[dict, dict]:
     """Masks and per-layer thresholds for ``weights`` {name: tensor}.
 
-    ``setting`` is the per-layer value dict (std: s, layer: sparsity) or a float (global).
-    ``scale`` multiplies it (the iterative ramp). ``prev`` masks are kept pruned.
+    ``setting`` is the per-layer value dict (std: s, layer: sparsity) or a float (global, lamp).
+    ``scale`` multiplies it (the iterative ramp). ``prev`` masks are kept pruned. ``min_keep``
+    (global, lamp): each layer keeps at least this share of its largest weights.
     """
     prev = prev or {}
     masks, thresholds = {}, {}
@@ -103,20 +145,29 @@ def compute_masks(weights: dict, method: str, setting, prev: dict | None = None,
             target = float(setting[n]) * scale
             masks[n] = _keep_largest(a, round(target * a.numel()))
             thresholds[n] = float(a[~masks[n]].max()) if (~masks[n]).any() else 0.0
-    elif method == "global":
+    elif method in ("global", "lamp"):
         target = float(setting) * scale
         names = list(absw)
-        allw = torch.cat([absw[n].reshape(-1) for n in names])
-        keep = _keep_largest(allw, round(target * allw.numel()))
-        thr = float(allw[~keep].max()) if (~keep).any() else 0.0
+        scores = {n: lamp_scores(a) if method == "lamp" else a.clone() for n, a in absw.items()}
+        protected = 0
+        for n, sc in scores.items():      # the floor: each layer's largest weights are kept
+            f = _floor(sc.numel(), min_keep)
+            if f:
+                flat = sc.reshape(-1)
+                flat[torch.topk(absw[n].reshape(-1), f).indices] = float("inf")
+                protected += f
+        allw = torch.cat([scores[n].reshape(-1) for n in names])
+        keep = _keep_largest(allw, min(round(target * allw.numel()), allw.numel() - protected))
         start = 0
         for n in names:
             k = absw[n].numel()
             masks[n] = keep[start:start + k].reshape(absw[n].shape)
-            thresholds[n] = thr
+            if n in prev:
+                masks[n] &= prev[n]
+            thresholds[n] = float(absw[n][~masks[n]].max()) if (~masks[n]).any() else 0.0
             start += k
     else:
-        raise UsageError(f"unknown pruning method {method!r}; expected std, global or layer")
+        raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
     return masks, thresholds
 
 
@@ -140,23 +191,49 @@ class MaskKeeper:
 
     def __init__(self, model: nn.Module, masks: dict):
         params = dict(model.named_parameters())
-        self.pairs = []
-        self.hooks = []
-        for n, m in masks.items():
-            p = params[n]
-            keep = m.to(p.device)
-            self.pairs.append((p, ~keep))
-            self.hooks.append(p.register_hook(lambda g, keep=keep: g * keep))
+        self.params = {n: params[n] for n in masks}
+        self.masks = {n: m.to(params[n].device).clone() for n, m in masks.items()}
+        self.hooks = [p.register_hook(lambda g, n=n: g * self.masks[n])
+                      for n, p in self.params.items()]
         self.__call__()
 
     @torch.no_grad()
-    def __call__(self):
-        for p, pruned in self.pairs:
-            p.masked_fill_(pruned.to(p.device), 0.0)
+    def __call__(self, step: int | None = None):
+        for n, p in self.params.items():
+            p.masked_fill_(~self.masks[n], 0.0)
+
+    def cpu_masks(self) -> dict:
+        return {n: m.cpu().clone() for n, m in self.masks.items()}
 
     def remove(self):
         for h in self.hooks:
             h.remove()
+
+
+class GradualPruner(MaskKeeper):
+    """Zhu & Gupta (2017): during training, the masks are recomputed every ``every`` steps up to
+    step ``end``, the setting scaled by the cubic ramp ``1 - (1 - step/end)**3``; at ``end`` it
+    is the full target, so the schedule hits it exactly. Masks only shrink."""
+
+    def __init__(self, model: nn.Module, masks: dict, method: str, setting, stds: dict,
+                 every: int, end: int, min_keep: float):
+        super().__init__(model, masks)
+        self.method, self.setting, self.stds = method, setting, stds
+        self.every, self.end, self.min_keep = max(1, every), max(1, end), min_keep
+        self.thresholds = {n: 0.0 for n in masks}
+
+    def update(self, scale: float) -> None:
+        weights = {n: p.detach() for n, p in self.params.items()}
+        prev = {n: m.cpu() for n, m in self.masks.items()}
+        new, self.thresholds = compute_masks(weights, self.method, self.setting, prev, self.stds,
+                                             scale, self.min_keep)
+        for n, m in new.items():
+            self.masks[n].copy_(m)
+
+    def __call__(self, step: int | None = None):
+        if step is not None and step <= self.end and (step % self.every == 0 or step == self.end):
+            self.update(_ramp(step, self.end))
+        super().__call__()
 
 
 def _default_retrain_lr(sf: StageFile) -> float:
@@ -167,22 +244,15 @@ def _default_retrain_lr(sf: StageFile) -> float:
     return 0.01
 
 
-def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None,
-          log=print) -> StageFile:
-    """Prune (and retrain) the model of ``sf``; return a new StageFile with masks and a record."""
-    cfg = config or PruneConfig()
-    if cfg.iterations < 1:
-        raise UsageError("iterations must be at least 1")
-    if cfg.retrain_epochs < 0:
-        raise UsageError("retrain epochs must be >= 0")
-    t0 = time.perf_counter()
-    model = sf.build_model()
-    names = prunable_names(model)
-    if cfg.method == "global":
+def _setting(cfg: PruneConfig, names: list[str]):
+    """The per-layer values (dict) or the one global target (float) of ``cfg``, checked."""
+    if cfg.method not in METHODS:
+        raise UsageError(f"unknown pruning method {cfg.method!r}; expected {', '.join(METHODS)}")
+    if cfg.method in ("global", "lamp"):
         try:
             setting = float(cfg.sparsity)
         except ValueError:
-            raise UsageError(f"global pruning takes one sparsity, got {cfg.sparsity!r}") from None
+            raise UsageError(f"{cfg.method} pruning takes one sparsity, got {cfg.sparsity!r}") from None
         values = {n: setting for n in names}
     else:
         text = cfg.sensitivity if cfg.method == "std" else cfg.sparsity
@@ -197,36 +267,112 @@ def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None
             raise UsageError(f"sparsity for {n} must be in [0, 1), got {v}")
         if v < 0:
             raise UsageError(f"sensitivity for {n} must be >= 0, got {v}")
+    return setting
+
+
+def _check(cfg: PruneConfig, data) -> None:
+    if cfg.iterations < 1:
+        raise UsageError("iterations must be at least 1")
+    if cfg.retrain_epochs < 0:
+        raise UsageError("retrain epochs must be >= 0")
+    if not 0 <= cfg.min_keep <= 1:
+        raise UsageError(f"min_keep must be in [0, 1], got {cfg.min_keep}")
+    if cfg.gradual:
+        if cfg.iterations != 1:
+            raise UsageError("gradual pruning ramps inside one retraining run: give no iterations")
+        if cfg.retrain_epochs < 1 or data is None:
+            raise UsageError("gradual pruning prunes while retraining: it needs retraining "
+                             "epochs and data")
+        if not 0 < cfg.ramp_fraction <= 1:
+            raise UsageError(f"ramp fraction must be in (0, 1], got {cfg.ramp_fraction}")
+        if cfg.mask_every < 1:
+            raise UsageError(f"mask_every must be at least 1 step, got {cfg.mask_every}")
+
+
+def _steps_per_epoch(data: Dataset, batch_size: int) -> int:
+    from . import dist
+    w = dist.world_size()
+    per_rank = len(data.train_y) // w if w > 1 else len(data.train_y)
+    return math.ceil(per_rank / max(1, batch_size // w))
+
+
+def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None,
+          log=print, teacher: nn.Module | None = None, checkpoint=None) -> StageFile:
+    """Prune (and retrain) the model of ``sf``; return a new StageFile with masks and a record.
+
+    ``teacher``: the model to distil from when ``config.train.distill_weight > 0`` (default: the
+    input model). ``checkpoint``: a :class:`deepcomp.resume.Checkpoint`; retraining saves to it
+    every epoch and resumes from it."""
+    from . import resume as rs
+    cfg = config or PruneConfig()
+    _check(cfg, data)
+    t0 = time.perf_counter()
+    model = sf.build_model()
+    names = prunable_names(model)
+    setting = _setting(cfg, names)
     tcfg = replace(cfg.train, epochs=cfg.retrain_epochs,
                    lr=cfg.retrain_lr if cfg.retrain_lr is not None else _default_retrain_lr(sf))
+    if tcfg.distill_weight > 0 and teacher is None:
+        teacher = sf.build_model()
     params = dict(model.named_parameters())
     stds = {n: float(params[n].detach().float().std()) for n in names}
     masks = {n: m.clone() for n, m in sf.masks.items() if n in params}
-    before = evaluate(model, data, tcfg.device) if data is not None else {}
-    rounds = []
+    if cfg.gradual:          # the schedule updates every prunable layer's mask from the first step
+        masks = {n: masks.get(n, torch.ones_like(params[n], dtype=torch.bool)) for n in names}
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        masks, rounds, before = saved["masks"], saved["rounds"], saved["before"]
+        fs = saved["fit"]
+        log(f"resuming from {checkpoint.path}: round {saved['round']}/{cfg.iterations}, "
+            f"epoch {fs['epoch'] + 1 if fs['epoch'] < tcfg.epochs else tcfg.epochs}/{tcfg.epochs}"
+            + (f", step {fs['step']}" if fs["step"] else ""))
+    else:
+        before = evaluate(model, data, tcfg.device) if data is not None else {}
+        rounds = []
+    thresholds = {n: 0.0 for n in names}
     for k in range(1, cfg.iterations + 1):
-        scale = _ramp(k, cfg.iterations)
-        weights = {n: params[n] for n in names}
-        masks, thresholds = compute_masks(weights, cfg.method, setting, masks, stds, scale)
-        apply_masks(model, masks)
-        rnd = {"iteration": k, "scale": round(scale, 6), "sparsity": sparsity_of(masks, names)}
-        if data is not None:
-            rnd["pruned"] = evaluate(model, data, tcfg.device)
-            log(f"iteration {k}/{cfg.iterations}: sparsity {100 * rnd['sparsity']:.2f}%, "
-                f"top-1 after pruning {rnd['pruned']['top1']:.2f}%")
-            if cfg.retrain_epochs > 0:
+        if saved is not None and k < saved["round"]:
+            continue
+        resumed = saved is not None and k == saved["round"]
+        if resumed:
+            rnd = saved["current"]
+        else:
+            rnd = _prune_round(model, params, names, masks, cfg, setting, stds, k, data, tcfg,
+                               log)
+            masks, thresholds = rnd.pop("masks"), rnd.pop("thresholds")
+        if data is not None and cfg.retrain_epochs > 0:
+            if cfg.gradual:
+                end = round(cfg.ramp_fraction * tcfg.epochs * _steps_per_epoch(data, tcfg.batch_size))
+                keeper = GradualPruner(model, masks, cfg.method, setting, stds, cfg.mask_every,
+                                       end, cfg.min_keep)
+            else:
                 keeper = MaskKeeper(model, masks)
-                rnd["epochs"] = fit(model, data, tcfg, after_step=keeper,
-                                    desc=f"retrain {k}/{cfg.iterations}")
-                keeper.remove()
-                rnd["retrained"] = evaluate(model, data, tcfg.device)
-                log(f"iteration {k}/{cfg.iterations}: top-1 after retraining "
-                    f"{rnd['retrained']['top1']:.2f}%")
+
+            def save(fit_state, k=k, rnd=rnd, keeper=keeper):
+                checkpoint.save({"round": k, "masks": keeper.cpu_masks(), "rounds": rounds,
+                                 "current": rnd, "before": before, "fit": fit_state})
+            try:
+                rnd["epochs"] = fit(model, data, tcfg, after_step=keeper, teacher=teacher,
+                                    desc=f"retrain {k}/{cfg.iterations}",
+                                    resume=saved["fit"] if resumed else None,
+                                    checkpoint=save if checkpoint is not None else None)
+            except rs.Stopped as e:
+                raise rs.Stopped(f"stopped at round {k}/{cfg.iterations}, {e}; run the same "
+                                 "command to resume", e.signum) from None
+            keeper.remove()
+            masks = keeper.cpu_masks()
+            if cfg.gradual:
+                thresholds = keeper.thresholds
+                rnd["sparsity"] = sparsity_of(masks, names)
+            rnd["retrained"] = evaluate(model, data, tcfg.device)
+            log(f"iteration {k}/{cfg.iterations}: top-1 after retraining "
+                f"{rnd['retrained']['top1']:.2f}%" + (f" at sparsity {100 * rnd['sparsity']:.2f}%"
+                                                       if cfg.gradual else ""))
         rounds.append(rnd)
     model.cpu()
     out = StageFile.from_model(model, sf.arch, sf.data, masks={n: m.cpu() for n, m in masks.items()},
                                quant={}, history=list(sf.history))
-    layers = {n: {"threshold": thresholds[n], "sparsity": sparsity_of(masks, [n]),
+    layers = {n: {"threshold": thresholds.get(n, 0.0), "sparsity": sparsity_of(masks, [n]),
                   "weights": masks[n].numel()} for n in names}
     last = rounds[-1]
     metrics = dict(last.get("retrained") or last.get("pruned") or {})
@@ -238,3 +384,31 @@ def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None
     out.history.append(stage_record("pruned", config_dict, metrics, stage_sizes(out),
                                     time.perf_counter() - t0, layers=layers, iterations=rounds))
     return out
+
+
+def _prune_round(model, params, names, masks, cfg, setting, stds, k, data, tcfg, log) -> dict:
+    """Round ``k``'s pruning step: new masks applied to ``model``. Gradual pruning starts from
+    the input's masks and measures, for the record, what its target would do in one shot."""
+    weights = {n: params[n] for n in names}
+    scale = 1.0 if cfg.gradual else _ramp(k, cfg.iterations)
+    new, thresholds = compute_masks(weights, cfg.method, setting, masks, stds, scale,
+                                    cfg.min_keep)
+    rnd = {"iteration": k, "scale": round(scale, 6), "sparsity": sparsity_of(new, names)}
+    if cfg.gradual:
+        rnd["schedule"] = "gradual"
+        saved = {n: params[n].detach().clone() for n in names}
+        apply_masks(model, new)
+        rnd["pruned"] = evaluate(model, data, tcfg.device)
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(saved[n])
+        apply_masks(model, masks)
+        log(f"gradual pruning to {100 * rnd['sparsity']:.2f}% sparsity (one-shot at the target: "
+            f"top-1 {rnd['pruned']['top1']:.2f}%)")
+        return {**rnd, "masks": {n: m.clone() for n, m in masks.items()}, "thresholds": thresholds}
+    apply_masks(model, new)
+    if data is not None:
+        rnd["pruned"] = evaluate(model, data, tcfg.device)
+        log(f"iteration {k}/{cfg.iterations}: sparsity {100 * rnd['sparsity']:.2f}%, "
+            f"top-1 after pruning {rnd['pruned']['top1']:.2f}%")
+    return {**rnd, "masks": new, "thresholds": thresholds}

@@ -207,7 +207,8 @@ class CodebookWeight(nn.Module):
         return self.lookup().to(original.dtype)
 
 
-def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig) -> tuple[dict, list]:
+def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
+              teacher: nn.Module | None = None, checkpoint=None) -> tuple[dict, list]:
     """Train the codebooks of ``model`` in place; return ``(codebooks, epoch history)``.
 
     Weight decay: ``train.fit`` decays only tensors of 2 or more dimensions, so the 1-D
@@ -221,8 +222,19 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig) ->
         param = CodebookWeight(q["codebook"], q["indices"])
         parametrize.register_parametrization(mod, "weight", param)
         mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
+    from . import resume as rs
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        fs = saved["fit"]
+        checkpoint.log(f"resuming from {checkpoint.path}: fine-tuning epoch "
+              f"{min(fs['epoch'] + 1, cfg.epochs)}/{cfg.epochs}" + (f", step {fs['step']}" if fs["step"] else ""))
     try:
-        history = fit(model, data, cfg, desc="quantize fine-tune")
+        history = fit(model, data, cfg, desc="quantize fine-tune", teacher=teacher,
+                      resume=saved["fit"] if saved else None,
+                      checkpoint=(lambda st: checkpoint.save({"fit": st})) if checkpoint else None)
+    except rs.Stopped as e:
+        raise rs.Stopped(f"stopped fine-tuning at {e}; run the same command to resume",
+                         e.signum) from None
     finally:
         codebooks = {}
         for name in quant:
@@ -265,12 +277,14 @@ def _kept(sf: StageFile, name: str) -> torch.Tensor:
     return mask.bool() if mask is not None else sf.state_dict[name] != 0
 
 
-def quantize(sf: StageFile, data: Dataset | None,
-             config: QuantizeConfig | None = None) -> StageFile:
+def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None = None,
+             teacher: nn.Module | None = None, checkpoint=None) -> StageFile:
     """Quantize every convolution and linear weight of ``sf``; fine-tune the codebooks on
     ``data`` when ``config.finetune.epochs > 0``. Returns a new StageFile: masks kept, ``quant``
     filled, ``state_dict`` holding ``codebook[indices]`` (0 where pruned) and a history record.
-    ``data=None`` quantizes without measuring accuracy (and cannot fine-tune)."""
+    ``data=None`` quantizes without measuring accuracy (and cannot fine-tune).
+    ``teacher``: the model to distil from when ``finetune.distill_weight > 0`` (default: the
+    input model). ``checkpoint``: a :class:`deepcomp.resume.Checkpoint` for fine-tuning."""
     config = config or QuantizeConfig()
     if config.init not in INITS:
         raise UsageError(f"unknown centroid init {config.init!r}; expected {', '.join(INITS)}")
@@ -306,7 +320,10 @@ def quantize(sf: StageFile, data: Dataset | None,
         before = evaluate(model, data, device)
         metrics = {**before, "before_finetune": {k: before[k] for k in ("top1", "top5", "loss")}}
         if config.finetune.epochs > 0:
-            codebooks, epochs = _finetune(model, quant, data, config.finetune)
+            if config.finetune.distill_weight > 0 and teacher is None:
+                teacher = sf.build_model()
+            codebooks, epochs = _finetune(model, quant, data, config.finetune, teacher,
+                                          checkpoint)
             for name, cb in codebooks.items():
                 quant[name]["codebook"] = cb
             fitted = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -19,7 +19,7 @@ from . import dist
 from .data import Batches, Dataset
 from .errors import UsageError
 
-__all__ = ["TrainConfig", "fit", "evaluate", "resolve_device"]
+__all__ = ["TrainConfig", "fit", "evaluate", "resolve_device", "distill_loss"]
 
 
 @dataclass
@@ -32,6 +32,11 @@ class TrainConfig:
     schedule: str = "cosine"      # cosine | step (x0.1 at 50% and 75%) | constant
     warmup_epochs: float = 0.0    # linear warm-up from lr/10
     label_smoothing: float = 0.0
+    # Knowledge distillation from a teacher (the stage's input model): the loss is
+    # (1 - w) * cross-entropy + w * T^2 * KL(teacher_T || student_T), Hinton et al. 2015.
+    # w = 0.9 and T = 4 are the KD settings of Tian et al. 2020 (CRD) for CIFAR; w = 0: none.
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda
     progress: bool = True         # a progress bar on stderr (rank 0 only)
@@ -92,14 +97,31 @@ class _Progress:
         sys.stderr.flush()
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. (2015): KL divergence between the softened outputs, times T**2 so that its
+    gradients keep their scale whatever the temperature."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student.float() / t, 1), F.log_softmax(teacher.float() / t, 1),
+                    reduction="batchmean", log_target=True) * (t * t)
+
+
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
-        after_step: Callable[[], None] | None = None, desc: str = "train",
-        params=None) -> list[dict]:
+        after_step: Callable[[int], None] | None = None, desc: str = "train",
+        params=None, teacher: nn.Module | None = None, resume: dict | None = None,
+        checkpoint: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place with SGD; return one dict of metrics per epoch.
 
-    ``after_step`` runs after every optimizer step (pruning re-applies masks there).
+    ``after_step(step)`` runs after every optimizer step, with the count of steps so far
+    (pruning re-applies or updates its masks there).
     ``params`` restricts what the optimizer updates (default: every parameter that requires grad).
+    ``teacher``: with ``cfg.distill_weight > 0``, the loss mixes cross-entropy with the
+    distillation loss against this model's outputs.
+    ``checkpoint(state)`` is called at the end of every epoch and, when a stop signal arrived
+    (deepcomp.resume), at the next step boundary, after which :class:`resume.Stopped` is raised.
+    ``resume`` is such a state: training goes on from where it was taken, with the same result
+    as a run that never stopped.
     """
+    from . import resume as rs
     device = resolve_device(cfg.device)
     dist.setup(device)
     device = _device_for_rank(device)
@@ -108,6 +130,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
     cuda = device.type == "cuda"
     if cuda:
         model.to(memory_format=torch.channels_last)
+    distill = teacher is not None and cfg.distill_weight > 0
+    if distill:
+        teacher.to(device).eval()
     net = model
     if dist.active():
         net = nn.parallel.DistributedDataParallel(
@@ -123,40 +148,70 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
                       rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
                       channels_last=cuda)
     steps = len(batches)
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        batches.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = _Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
-        t0 = time.perf_counter()
-        for i, (x, y) in enumerate(batches):
-            lr = _lr_at(cfg, epoch + i / steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                out = net(x)
-                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if after_step is not None:
-                after_step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
-            seen += len(y)
-            bar.update(i + 1, lambda: f"loss {loss_sum.item() / seen:.4f} "
-                                      f"acc {100 * correct.item() / seen:.2f}% lr {lr:.4g}")
-        stats = dist.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                            torch.tensor(float(seen), device=device)]))
-        rec = {"epoch": epoch + 1, "loss": (stats[0] / stats[2]).item(),
-               "train_top1": (100 * stats[1] / stats[2]).item(),
-               "seconds": time.perf_counter() - t0}
-        bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
-                                  f"({rec['seconds']:.1f}s)", final=True)
-        history.append(rec)
+    history, first_epoch, first_step, sums = [], 0, 0, [0.0, 0, 0]
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["rng"])
+        history, first_epoch, first_step = list(resume["history"]), resume["epoch"], resume["step"]
+        sums = list(resume["sums"])
+
+    def state(epoch, step, loss_sum, correct, seen):
+        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                "history": list(history), "epoch": epoch, "step": step,
+                "sums": [float(loss_sum), int(correct), int(seen)]}
+
+    with rs.training():
+        for epoch in range(first_epoch, cfg.epochs):
+            model.train()
+            batches.set_epoch(epoch)
+            skip = first_step if epoch == first_epoch else 0
+            loss_sum = torch.tensor(sums[0] if skip else 0.0, device=device)
+            correct = torch.tensor(sums[1] if skip else 0, device=device, dtype=torch.long)
+            seen = sums[2] if skip else 0
+            bar = _Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(batches):
+                if i < skip:            # a resumed epoch replays its batches up to where it stopped
+                    continue
+                signum = rs.stop_requested()
+                if signum:
+                    if checkpoint is not None:
+                        checkpoint(state(epoch, i, loss_sum.item(), correct.item(), seen))
+                    raise rs.Stopped(f"epoch {epoch + 1}, step {i}", signum)
+                lr = _lr_at(cfg, epoch + i / steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    out = net(x)
+                    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+                    if distill:
+                        with torch.no_grad():
+                            target = teacher(x)
+                        w = cfg.distill_weight
+                        loss = (1 - w) * loss + w * distill_loss(out, target,
+                                                                 cfg.distill_temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if after_step is not None:
+                    after_step(epoch * steps + i + 1)
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(1) == y).sum()
+                seen += len(y)
+                bar.update(i + 1, lambda: f"loss {loss_sum.item() / seen:.4f} "
+                                          f"acc {100 * correct.item() / seen:.2f}% lr {lr:.4g}")
+            stats = dist.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                torch.tensor(float(seen), device=device)]))
+            rec = {"epoch": epoch + 1, "loss": (stats[0] / stats[2]).item(),
+                   "train_top1": (100 * stats[1] / stats[2]).item(),
+                   "seconds": time.perf_counter() - t0}
+            bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
+                                      f"({rec['seconds']:.1f}s)", final=True)
+            history.append(rec)
+            if checkpoint is not None:
+                checkpoint(state(epoch + 1, 0, 0.0, 0, 0))
     if dist.active():   # BatchNorm statistics are per rank; take rank 0's, as DDP does each step
         for b in model.buffers():
             dist.broadcast(b, 0)

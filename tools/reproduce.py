@@ -3,11 +3,14 @@
     python tools/reproduce.py lenet300        # LeNet-300-100 on MNIST (paper Table 1: 40x at 1.58%)
     python tools/reproduce.py lenet5          # LeNet-5 on MNIST (paper Table 1: 39x at 0.74%)
     python tools/reproduce.py resnet20        # pretrained ResNet-20 on CIFAR-10, full pipeline
+    python tools/reproduce.py resnet20-gradual   # the same, gradual LAMP pruning + distillation
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
 docs/results/RECIPE.md: the commands, the time of each, the machine, and `deepcomp report`'s
 tables; docs/RESULTS.md is then rebuilt from every docs/results/*.md. Finished steps are
-reused (their outputs exist), so an interrupted run goes on where it stopped; `--fresh` redoes all.
+reused (their outputs exist), and a stage stopped while training resumes from its checkpoint
+(`OUTPUT.ckpt`, deepcomp.resume), so an interrupted run goes on where it stopped, to the step;
+`--fresh` redoes all.
 """
 import argparse
 import os
@@ -58,6 +61,17 @@ RECIPES = {
                                 "--retrain-epochs", "3", "--retrain-lr", "0.01",
                                 "--weight-decay", "1e-4", "--bits", "*=5",
                                 "--finetune-epochs", "1"]),
+        ],
+    },
+    "resnet20-gradual": {
+        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
+                 "pruning to 85% with distillation, 4-bit weights, 27 epochs in all",
+        "steps": [
+            ("resnet20-gradual.dc", ["compress", str(RESNET20), "--model", "resnet20",
+                                     "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
+                                     "--gradual", "--retrain-epochs", "24", "--retrain-lr", "0.02",
+                                     "--weight-decay", "1e-4", "--distill", "--bits", "*=4",
+                                     "--finetune-epochs", "3"]),
         ],
     },
     "resnet20": {

@@ -1,0 +1,169 @@
+"""Resuming a stage inside its training: checkpoints beside the output, and stopping on signals.
+
+A stage that trains (pruning's retraining, gradual pruning, codebook fine-tuning) writes a
+checkpoint beside its output at the end of every epoch, and at the step where a SIGTERM or
+SIGINT stopped it: the weights, masks and codebooks, the optimizer's state, the round, epoch and
+step, the metrics so far, and a *fingerprint* of the stage's settings and input. Running the
+same command again resumes from it; a checkpoint made by other settings is refused with the
+first difference named (``--restart`` discards it). The checkpoint is removed when the stage
+finishes. Everything in it is plain data: it loads with ``torch.load(weights_only=True)``.
+
+The data order needs no saved random state: every epoch's permutation and augmentation are
+drawn from a generator seeded by (seed, epoch), so a resumed epoch replays its batches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from contextlib import contextmanager
+
+import torch
+
+from . import dist
+from .errors import CheckpointError, DeepcompError
+
+__all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint"]
+
+CKPT_FORMAT = "deepcomp-resume/1"
+
+
+class Stopped(DeepcompError):
+    """A stage stopped on a signal after writing its checkpoint; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+class ResumeMismatchError(CheckpointError):
+    """A checkpoint beside the output was made by other settings or from another input."""
+
+
+# --- stop on SIGTERM / SIGINT at the next step boundary ----------------------------------------
+
+_state = {"signum": None, "training": 0}
+
+
+def stop_requested() -> int | None:
+    """The signal that asked to stop, or None. Under torchrun every rank learns of it at the
+    same step (a rank may have been signalled alone, and ranks must stop together)."""
+    if not dist.active():
+        return _state["signum"]
+    flag = torch.tensor([float(_state["signum"] or 0)])
+    dist.all_reduce_max(flag)
+    return int(flag.item()) or None
+
+
+@contextmanager
+def training():
+    """Marks a training loop: inside it a signal is noted and acted on at the next step."""
+    _state["training"] += 1
+    try:
+        yield
+    finally:
+        _state["training"] -= 1
+
+
+def _on_signal(signum, frame):
+    if _state["training"] and _state["signum"] is None:
+        _state["signum"] = signum
+        return
+    raise Stopped(f"stopped by {signal.Signals(signum).name} (no training step was running, "
+                  "so nothing was saved)", signum)
+
+
+@contextmanager
+def handle_stop_signals():
+    """Install the SIGTERM and SIGINT handlers for the duration of a command."""
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    _state["signum"] = None
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _state["signum"] = None
+
+
+# --- the checkpoint file -----------------------------------------------------------------------
+
+def state_digest(state_dict: dict, masks: dict | None = None) -> str:
+    """SHA-256 of a state dict's names, shapes, dtypes and bytes (and masks): the input's identity."""
+    h = hashlib.sha256()
+    for part in (state_dict, masks or {}):
+        for k in sorted(part):
+            t = part[k].detach().cpu().contiguous()
+            h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(stage: str, config: dict, upstream, data_spec: str | None) -> dict:
+    """What a stage's result depends on: its settings, its input and its data. ``upstream`` is
+    the input StageFile, identified by its architecture and a digest of its weights and masks."""
+    def strip(x):     # whether progress bars are shown changes nothing
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "progress"}
+        return x
+    return json.loads(json.dumps({"stage": stage, "config": strip(config), "data": data_spec,
+                                  "arch": upstream.arch,
+                                  "input": state_digest(upstream.state_dict, upstream.masks)},
+                                 default=str))
+
+
+def _first_difference(old, new, path="") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            if k not in old or k not in new:
+                return f"{path}{k} is {'set' if k in new else 'unset'} now"
+            d = _first_difference(old[k], new[k], f"{path}{k}.")
+            if d:
+                return d
+        return None
+    if old != new:
+        return f"{path.rstrip('.')} was {json.dumps(old)[:60]}, is {json.dumps(new)[:60]} now"
+    return None
+
+
+class Checkpoint:
+    """The resumable checkpoint of one stage at ``path`` (by convention ``OUTPUT.ckpt``)."""
+
+    def __init__(self, path: str, fingerprint: dict, restart: bool = False, log=print):
+        self.path, self.fingerprint, self.log = os.fspath(path), fingerprint, log
+        if restart and os.path.exists(self.path):
+            if dist.is_main():
+                os.unlink(self.path)
+            dist.barrier()
+            log(f"--restart: discarded {self.path}")
+
+    def load(self) -> dict | None:
+        """The saved state, or None when there is no checkpoint. A checkpoint of other settings
+        is an error that names the first difference."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            obj = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{self.path}: not a readable resume checkpoint ({type(e).__name__}); "
+                                  "run with --restart to discard it") from None
+        if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
+            raise CheckpointError(f"{self.path}: not a deepcomp resume checkpoint; "
+                                  "run with --restart to discard it")
+        diff = _first_difference(obj.get("fingerprint"), self.fingerprint)
+        if diff:
+            raise ResumeMismatchError(f"{self.path} was made by other settings ({diff}): "
+                                      "run the same command to resume, or --restart to discard it")
+        return obj["state"]
+
+    def save(self, state: dict) -> None:
+        from .stagefile import atomic_write
+        obj = {"format": CKPT_FORMAT, "fingerprint": self.fingerprint, "state": state}
+        atomic_write(self.path, lambda f: torch.save(obj, f))
+
+    def remove(self) -> None:
+        if dist.is_main() and os.path.exists(self.path):
+            os.unlink(self.path)
+        dist.barrier()
