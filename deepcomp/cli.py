@@ -292,8 +292,12 @@ def cmd_decode(a):
 
 def cmd_report(a):
     from .report import make_plots, read_inputs, report_text
+    from .report import collapse_warnings
     inp = read_inputs(a.inputs, a.model)
     text = report_text(inp, a.format, a.layers)
+    if a.format in ("csv", "json"):         # machine formats stay parseable: warnings to stderr
+        for w in collapse_warnings(inp.last):
+            sys.stderr.write(w + "\n")
     if a.output:
         from .stagefile import atomic_write
         atomic_write(a.output, lambda f: f.write(text.encode()))

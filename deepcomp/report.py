@@ -18,6 +18,7 @@ from .sizes import layer_sizes
 from .stagefile import StageFile, load_stage
 
 __all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
+           "collapse_warnings",
            "STAGE_COLUMNS", "LAYER_COLUMNS"]
 
 STAGE_ORDER = {"baseline": 0, "pruned": 1, "quantized": 2, "encoded": 3}
@@ -228,11 +229,25 @@ def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
     return paths
 
 
+COLLAPSE_SHARE = 0.01     # a layer that keeps less than this share of its weights is warned of
+
+
+def collapse_warnings(sf: StageFile) -> list[str]:
+    """One line per layer that keeps under 1% of its weights: such a layer all but cuts the
+    network (global magnitude pruning can take a whole layer; see PruneConfig.min_keep)."""
+    return [f"warning: {r['name'].removesuffix('.weight')} keeps {100 * r['kept_share']:.2f}% of "
+            f"its {r['weights']:,} weights (under {100 * COLLAPSE_SHARE:g}%)"
+            for r in layer_sizes(sf) if r["kept_share"] < COLLAPSE_SHARE]
+
+
 def report_text(inp: Inputs, fmt="text", layers=False) -> str:
-    """The per-stage table (and with ``layers`` the per-layer one) of :func:`read_inputs`' result."""
+    """The per-stage table (and with ``layers`` the per-layer one) of :func:`read_inputs`' result.
+    Text and markdown end with the warnings of :func:`collapse_warnings`."""
     text = render(stage_rows(inp), STAGE_COLUMNS, fmt,
                   title=f"{inp.last.arch['name']} on {inp.last.data.get('spec')}")
     if layers:
         text += "\n" + render(layer_rows(inp), LAYER_COLUMNS, fmt, commands=False,
                               title="per layer (P: pruning, Q: quantization, H: Huffman coding)")
+    if fmt in ("text", "markdown"):
+        text += "".join(f"\n{w}\n" for w in collapse_warnings(inp.last))
     return text

@@ -1,0 +1,140 @@
+"""Resuming inside a stage: a stopped run, resumed, gives what a run that never stopped gives."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from deepcomp import resume
+from deepcomp.errors import CheckpointError
+from deepcomp.prune import PruneConfig, prune
+from deepcomp.quantize import QuantizeConfig, quantize
+from deepcomp.resume import Checkpoint, ResumeMismatchError, Stopped, fingerprint
+from deepcomp.stagefile import save_stage
+
+from conftest import quiet
+
+
+def noop(*a, **k):
+    pass
+
+
+def _stop_after(monkeypatch, steps: int):
+    """Make the training loop see a SIGTERM once ``steps`` optimizer steps have run."""
+    calls = {"n": 0}
+
+    def fake():
+        calls["n"] += 1
+        return signal.SIGTERM if calls["n"] > steps else None
+    monkeypatch.setattr(resume, "stop_requested", fake)
+
+
+def _ckpt(path, stage, cfg, sf, restart=False):
+    return Checkpoint(path, fingerprint(stage, cfg.to_dict(), sf, "digits"), restart, log=noop)
+
+
+def _same(a, b):
+    assert a.state_dict.keys() == b.state_dict.keys()
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    assert a.masks.keys() == b.masks.keys()
+    for k in a.masks:
+        assert torch.equal(a.masks[k], b.masks[k]), k
+
+
+# digits: 1,437 training images, 12 steps an epoch at batch 128
+PRUNE_CASES = {
+    "rounds": (PruneConfig(method="global", sparsity="0.8", iterations=2, retrain_epochs=2,
+                           train=quiet(seed=3)), 30, "round 2/2, epoch 1, step 6"),
+    "gradual-distill": (PruneConfig(method="lamp", sparsity="0.85", gradual=True, mask_every=4,
+                                    retrain_epochs=3, train=quiet(seed=3, distill_weight=0.5)),
+                        24, "round 1/1, epoch 3, step 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRUNE_CASES))
+def test_prune_stopped_and_resumed_equals_a_run_never_stopped(tmp_path, trained_lenet, digits,
+                                                             monkeypatch, case):
+    cfg, steps, where = PRUNE_CASES[case]
+    ref = prune(trained_lenet, digits, cfg, log=noop)
+    path = tmp_path / "p.pt.ckpt"
+    with monkeypatch.context() as m:
+        _stop_after(m, steps)
+        with pytest.raises(Stopped, match=where) as e:
+            prune(trained_lenet, digits, cfg, log=noop,
+                  checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    assert e.value.exit_code == 143 and path.exists()
+    lines = []
+    out = prune(trained_lenet, digits, cfg, log=lines.append,
+                checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    assert any(line.startswith("resuming from") for line in lines)
+    _same(out, ref)
+    assert out.history[-1]["metrics"] == ref.history[-1]["metrics"]
+
+
+def test_quantize_fine_tuning_resumes_exactly(tmp_path, trained_lenet, digits, monkeypatch):
+    pruned = prune(trained_lenet, None, PruneConfig(method="global", sparsity="0.7"))
+    cfg = QuantizeConfig(bits="*=3", finetune=quiet(epochs=2, lr=1e-3, seed=1))
+    ref = quantize(pruned, digits, cfg)
+    path = tmp_path / "q.pt.ckpt"
+    with monkeypatch.context() as m:
+        _stop_after(m, 17)
+        with pytest.raises(Stopped, match="epoch 2, step 5"):
+            quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
+    out = quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
+    _same(out, ref)
+    for k in ref.quant:
+        assert torch.equal(out.quant[k]["codebook"], ref.quant[k]["codebook"])
+
+
+def test_a_checkpoint_of_other_settings_is_refused_then_restart_discards_it(
+        tmp_path, trained_lenet, digits, monkeypatch):
+    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
+    path = tmp_path / "p.pt.ckpt"
+    with monkeypatch.context() as m:
+        _stop_after(m, 5)
+        with pytest.raises(Stopped):
+            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    other = PruneConfig(method="global", sparsity="0.8", retrain_epochs=3, train=quiet())
+    with pytest.raises(ResumeMismatchError, match="retrain_epochs was 2, is 3 now"):
+        prune(trained_lenet, digits, other, checkpoint=_ckpt(path, "prune", other, trained_lenet))
+    lines = []
+    prune(trained_lenet, digits, other, log=lines.append,
+          checkpoint=_ckpt(path, "prune", other, trained_lenet, restart=True))
+    assert not any("resuming" in line for line in lines)
+
+
+def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, trained_lenet, digits):
+    path = tmp_path / "p.pt.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    cfg = PruneConfig(retrain_epochs=1, train=quiet())
+    with pytest.raises(CheckpointError, match="--restart"):
+        prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+
+
+def test_sigterm_stops_the_command_which_then_resumes(tmp_path, trained_lenet):
+    base = tmp_path / "b.pt"
+    save_stage(str(base), trained_lenet)
+    out, ckpt = tmp_path / "p.pt", tmp_path / "p.pt.ckpt"
+    cmd = [sys.executable, "-m", "deepcomp", "prune", str(base), "--data", "digits",
+           "--method", "global", "--sparsity", "0.8", "--retrain-epochs", "60", "--no-progress",
+           "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stopped at round 1/1, epoch" in err and "run the same command to resume" in err
+    assert len(err.strip().splitlines()) == 1
+    assert ckpt.exists() and not out.exists()
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    assert out.exists() and not ckpt.exists()          # removed once the stage finished
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
