@@ -65,13 +65,13 @@ RECIPES = {
     },
     "resnet20-gradual": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 85% with distillation, 4-bit weights, 27 epochs in all",
+                 "pruning to 85% with distillation, 4-bit weights, 18 epochs in all",
         "steps": [
             ("resnet20-gradual.dc", ["compress", str(RESNET20), "--model", "resnet20",
                                      "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                     "--gradual", "--retrain-epochs", "24", "--retrain-lr", "0.02",
+                                     "--gradual", "--retrain-epochs", "16", "--retrain-lr", "0.02",
                                      "--weight-decay", "1e-4", "--distill", "--bits", "*=4",
-                                     "--finetune-epochs", "3"]),
+                                     "--finetune-epochs", "2"]),
         ],
     },
     "resnet20": {
