@@ -12,7 +12,8 @@ import torch
 
 from .data import Dataset
 from .errors import UsageError
-from .prune import MaskKeeper, apply_masks, compute_masks, prunable_names, sparsity_of
+from .prune import (METHODS, MaskKeeper, PruneConfig, apply_masks, compute_masks,
+                    prunable_names, sparsity_of)
 from .stagefile import StageFile
 from .train import TrainConfig, evaluate, fit
 
@@ -86,7 +87,8 @@ def _std_sparsity(weights, stds, s):
 
 
 def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[str],
-          retrain: TrainConfig | None = None, device="auto", log=print) -> list[dict]:
+          retrain: TrainConfig | None = None, device="auto", log=print,
+          min_keep: float = PruneConfig.min_keep) -> list[dict]:
     """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
 
     For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
@@ -97,16 +99,16 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
     weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
     rows = []
     for method in methods:
-        if method not in ("std", "global", "layer"):
-            raise UsageError(f"unknown pruning method {method!r}; expected std, global or layer")
+        if method not in METHODS:
+            raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
         for s in sparsities:
             t0 = time.perf_counter()
             model = copy.deepcopy(base)
             if method == "std":
                 q = std_for_sparsity(weights, s) if s > 0 else 0.0
                 masks, _ = compute_masks(weights, "std", {n: q for n in names})
-            elif method == "global":
-                masks, _ = compute_masks(weights, "global", s)
+            elif method in ("global", "lamp"):
+                masks, _ = compute_masks(weights, method, s, min_keep=min_keep)
             else:
                 masks, _ = compute_masks(weights, "layer", {n: s for n in names})
             apply_masks(model, masks)

@@ -481,7 +481,7 @@ def build_parser():
     s.add_argument("--sparsities", default="0:0.95:0.05", metavar="START:STOP:STEP|a,b,c",
                    help="sparsities to visit (default: %(default)s)")
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
-                   "std, global, layer (default: %(default)s)")
+                   "std, global, layer, lamp (default: %(default)s)")
     s.add_argument("--max-images", type=int, default=None,
                    help="evaluate on the first N test images only")
     s.add_argument("--retrain-epochs", type=int, default=0,

@@ -55,3 +55,11 @@ def test_torchrun_cli_writes_one_valid_file(tmp_path):
     assert sf.history[-1]["stage"] == "pruned"
     assert abs(sf.history[-1]["sizes"]["nonzero_share"] - 0.5) < 1e-3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "p.pt"]   # no temp files left
+
+
+def test_a_rank_signalled_alone_stops_every_rank_which_then_resume_exactly(tmp_path):
+    _torchrun(WORKER.with_name("ddp_resume_worker.py"), tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"resume{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["stopped"] == r1["stopped"] == "stopped at round 1/1, epoch 1, step 5; run the " \
+                                             "same command to resume"
+    assert r0["equal"] and r1["equal"]
