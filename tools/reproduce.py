@@ -38,7 +38,7 @@ RECIPES = {
             ("lenet300.dc", ["compress", "{prev}", "--method", "layer",
                              "--sparsity", "fc1=0.95,fc2=0.93,fc3=0.76", "--iterations", "4",
                              "--retrain-epochs", "6", "--retrain-lr", "0.01",
-                             "--bits", "*=5", "--finetune-epochs", "2"]),
+                             "--bits", "*=5", "--finetune-epochs", "1"]),
         ],
     },
     "lenet5": {
@@ -49,7 +49,7 @@ RECIPES = {
             ("lenet5.dc", ["compress", "{prev}", "--method", "layer",
                            "--sparsity", "conv1=0.34,conv2=0.88,fc1=0.93,fc2=0.81",
                            "--iterations", "3", "--retrain-epochs", "8", "--retrain-lr", "0.01",
-                           "--bits", "*=5", "--finetune-epochs", "2"]),
+                           "--bits", "*=5", "--finetune-epochs", "1"]),
         ],
     },
     "resnet20-75": {
@@ -65,13 +65,13 @@ RECIPES = {
     },
     "resnet20-gradual": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 85% with distillation, 4-bit weights, 18 epochs in all",
+                 "pruning to 85% with distillation, 4-bit weights, 11 epochs in all",
         "steps": [
             ("resnet20-gradual.dc", ["compress", str(RESNET20), "--model", "resnet20",
                                      "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                     "--gradual", "--retrain-epochs", "16", "--retrain-lr", "0.02",
+                                     "--gradual", "--retrain-epochs", "10", "--retrain-lr", "0.02",
                                      "--weight-decay", "1e-4", "--distill", "--bits", "*=4",
-                                     "--finetune-epochs", "2"]),
+                                     "--finetune-epochs", "1"]),
         ],
     },
     "resnet20": {
