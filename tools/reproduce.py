@@ -38,7 +38,7 @@ RECIPES = {
             ("lenet300.dc", ["compress", "{prev}", "--method", "layer",
                              "--sparsity", "fc1=0.95,fc2=0.93,fc3=0.76", "--iterations", "4",
                              "--retrain-epochs", "6", "--retrain-lr", "0.01",
-                             "--bits", "*=5", "--finetune-epochs", "1"]),
+                             "--bits", "*=5", "--finetune-epochs", "2"]),
         ],
     },
     "lenet5": {
@@ -49,7 +49,7 @@ RECIPES = {
             ("lenet5.dc", ["compress", "{prev}", "--method", "layer",
                            "--sparsity", "conv1=0.34,conv2=0.88,fc1=0.93,fc2=0.81",
                            "--iterations", "3", "--retrain-epochs", "8", "--retrain-lr", "0.01",
-                           "--bits", "*=5", "--finetune-epochs", "1"]),
+                           "--bits", "*=5", "--finetune-epochs", "2"]),
         ],
     },
     "resnet20-75": {
