@@ -142,7 +142,7 @@ def train_config(a, prefix="", default_lr=None):
 def load_input(a):
     """The input file (stage file, .dc or foreign checkpoint) and the data set to use with it."""
     from .data import load_data
-    from .stagefile import load_stage
+    from .loading import load_stage
     data = load_data(a.data) if a.data else None
     sf = load_stage(a.input, model=getattr(a, "model", None),
                     data=data.meta() if data is not None else None)
@@ -252,7 +252,7 @@ def cmd_quantize(a):
 
 def cmd_encode(a):
     from .encode import encode
-    from .stagefile import load_stage
+    from .loading import load_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
     cfg = encode_config(a)
@@ -352,7 +352,7 @@ def _teacher(a):
     """The model that --teacher names (None: the stage distils from its input)."""
     if not getattr(a, "teacher", None):
         return None
-    from .stagefile import load_stage
+    from .loading import load_stage
     return load_stage(a.teacher).build_model()
 
 

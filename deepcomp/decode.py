@@ -50,7 +50,8 @@ def read_dc(path: str) -> StageFile:
 def decode(src: str, out: str | None = None) -> dict:
     """The effective state dict of a .dc file; also written to ``out`` (a plain ``torch.save``
     state dict that loads with ``weights_only=True``) when given."""
-    from .stagefile import atomic_write, load_stage
+    from .loading import load_stage
+    from .stagefile import atomic_write
     sd = load_stage(src).state_dict
     if out:
         atomic_write(out, lambda f: torch.save(sd, f))
@@ -59,7 +60,7 @@ def decode(src: str, out: str | None = None) -> dict:
 
 def load(src: str, device: str = "cpu") -> torch.nn.Module:
     """The model of a .dc file (or stage file), on ``device``, in eval mode."""
-    from .stagefile import load_stage
+    from .loading import load_stage
     return load_stage(src).build_model().to(device).eval()
 
 

@@ -60,22 +60,19 @@ class _Tensor:
 
 
 def resolve_index_bits(sf, setting: str) -> dict:
-    """Index bits for every sparse tensor: the setting's value, else the paper's default."""
-    from .patterns import parse_setting
+    """Index bits for every sparse tensor: the setting's value, else the paper's default.
+    A setting for a model with no pruned layer is an error, not ignored."""
+    from .patterns import resolve_setting
     names = sorted(sf.masks)
+
+    def paper(n):
+        return default_index_bits(sf.state_dict[n])
     if not setting:
-        return {n: default_index_bits(sf.state_dict[n]) for n in names}
-    ls = parse_setting(setting, int, "index bits", default="paper")
-    bad = ls.unused(names)
-    if bad:
-        raise UsageError(f"--index-bits: no sparse tensor matches {', '.join(bad)}")
-    out = {}
-    for n, v in ls.resolve(names).items():
-        v = default_index_bits(sf.state_dict[n]) if v == "paper" else v
-        if not 1 <= v <= MAX_BITS:
-            raise UsageError(f"--index-bits: {v} bits for {n}; allowed 1..{MAX_BITS}")
-        out[n] = v
-    return out
+        return {n: paper(n) for n in names}
+    if not names:
+        raise UsageError("--index-bits: the model has no pruned layer to store sparse")
+    return resolve_setting(setting, names, "index-bits", int, lambda v: 1 <= v <= MAX_BITS,
+                           f"1 to {MAX_BITS} bits", default=paper)
 
 
 def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[bytes, bytes]:
@@ -284,7 +281,8 @@ def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> di
 def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None) -> dict:
     """Encode a stage file (a path or a :class:`StageFile`) into the .dc file ``out``;
     return the "encoded" stage record."""
-    from .stagefile import atomic_write, load_stage
+    from .loading import load_stage
+    from .stagefile import atomic_write
     sf = load_stage(stage) if isinstance(stage, str) else stage
     buf, record = encode_stage(sf, config, metrics)
     atomic_write(out, lambda f: f.write(buf))

@@ -22,7 +22,11 @@ class CheckpointError(DeepcompError):
 
 
 class UnknownModelError(UsageError):
-    """A model name the registry does not know."""
+    """A model name the registry does not know, or a model reference that cannot be imported."""
+
+
+class UntrustedModelError(UsageError):
+    """A file names a ``module:factory`` model that the user has not named: not imported."""
 
 
 # --- the .dc file format (see docs/FORMAT.md) ---------------------------------------------

@@ -13,7 +13,9 @@ from typing import Callable
 
 from .errors import UsageError
 
-__all__ = ["LayerSetting", "parse_setting"]
+__all__ = ["LayerSetting", "parse_setting", "resolve_setting"]
+
+_UNSET = object()      # a layer that no pattern names: it takes the caller's default
 
 
 class LayerSetting:
@@ -71,3 +73,31 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
     if not pairs and default is None:
         raise UsageError(f"empty per-layer setting {text!r}")
     return LayerSetting(pairs, default)
+
+
+def _layer(name: str) -> str:
+    return name[: -len(".weight")] if name.endswith(".weight") else name
+
+
+def resolve_setting(text, names: list[str], what: str, convert: Callable[[str], object],
+                    valid: Callable[[object], bool], allowed: str,
+                    default: Callable[[str], object] | None = None) -> dict[str, object]:
+    """The value of every layer of ``names`` under ``text`` (one value, or ``PATTERN=VALUE``
+    pairs), each checked by ``valid``. A layer that no pattern names takes ``default(name)``
+    (without a default, every layer needs one). Errors, one style for every option: a pattern
+    that matches no layer, a value out of range (``allowed`` says the range), no layer at all.
+    ``what`` is the option's name, e.g. ``bits`` for ``--bits``."""
+    if not names:
+        raise UsageError(f"--{what}: the model has no layer it applies to")
+    spec = parse_setting(text, convert, what, default=_UNSET if default else None)
+    bad = spec.unused(names)
+    if bad:
+        few = ", ".join(_layer(n) for n in names[:8]) + (" ..." if len(names) > 8 else "")
+        raise UsageError(f"--{what}: pattern {bad[0]!r} matches no layer; layers are {few}")
+    out = {}
+    for n, v in spec.resolve(names).items():
+        v = default(n) if v is _UNSET else v
+        if not valid(v):
+            raise UsageError(f"--{what}: {v!r} for {_layer(n)} is out of range ({allowed})")
+        out[n] = v
+    return out

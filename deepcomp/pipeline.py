@@ -18,7 +18,8 @@ from .encode import EncodeConfig, encode
 from .errors import DeepcompError
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize
-from .stagefile import StageFile, arch_for, load_stage, save_stage, stage_record
+from .loading import load_stage
+from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "verify", "demo", "float16_metrics",
@@ -92,7 +93,7 @@ def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Da
                       restart=restart, log=log)
 
 
-def compress(sf: StageFile, data: Dataset, out: str, config: CompressConfig | None = None,
+def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: CompressConfig | None = None,
              log=print, restart: bool = False) -> list[str]:
     """Run every stage on ``sf`` and write ``out`` (.dc) and the stage files beside it.
     Returns the paths written, oldest stage first. Finished stages are reused; a stage stopped
@@ -100,6 +101,7 @@ def compress(sf: StageFile, data: Dataset, out: str, config: CompressConfig | No
     With distillation on, both stages distil from the input model ``sf``."""
     from .decode import read_dc
     cfg = config or CompressConfig()
+    sf = as_stage(sf, data)
     paths = stage_paths(out)
     distill = cfg.prune.train.distill_weight > 0 or cfg.quantize.finetune.distill_weight > 0
     teacher = sf.build_model() if distill else None

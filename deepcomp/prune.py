@@ -38,10 +38,10 @@ from torch import nn
 
 from .data import Dataset
 from .errors import UsageError
-from .patterns import parse_setting
+from .patterns import resolve_setting
 from .sizes import stage_sizes
 from .sparse import is_prunable_weight
-from .stagefile import StageFile, stage_record
+from .stagefile import StageFile, as_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["PruneConfig", "prune", "prunable_names", "compute_masks", "apply_masks", "MaskKeeper",
@@ -78,8 +78,9 @@ class PruneConfig:
 
 
 def prunable_names(sf_or_model) -> list[str]:
-    sd = sf_or_model.state_dict if isinstance(sf_or_model, StageFile) else sf_or_model.state_dict()
-    return [k for k, v in sd.items() if is_prunable_weight(k, v)]
+    """Convolution and linear weights, in model order; a tied weight under its first name only."""
+    model = sf_or_model.build_model() if isinstance(sf_or_model, StageFile) else sf_or_model
+    return [k for k, v in model.named_parameters() if is_prunable_weight(k, v)]
 
 
 def sparsity_of(masks: dict, names=None) -> float:
@@ -252,22 +253,16 @@ def _setting(cfg: PruneConfig, names: list[str]):
         try:
             setting = float(cfg.sparsity)
         except ValueError:
-            raise UsageError(f"{cfg.method} pruning takes one sparsity, got {cfg.sparsity!r}") from None
-        values = {n: setting for n in names}
-    else:
-        text = cfg.sensitivity if cfg.method == "std" else cfg.sparsity
-        spec = parse_setting(text, float, "sensitivity" if cfg.method == "std" else "sparsity")
-        bad = spec.unused(names)
-        if bad:
-            raise UsageError(f"pattern {bad[0]!r} matches no prunable layer; layers are "
-                             + ", ".join(n[:-7] for n in names[:8]) + (" ..." if len(names) > 8 else ""))
-        setting = values = spec.resolve(names)
-    for n, v in values.items():
-        if cfg.method != "std" and not 0 <= v < 1:
-            raise UsageError(f"sparsity for {n} must be in [0, 1), got {v}")
-        if v < 0:
-            raise UsageError(f"sensitivity for {n} must be >= 0, got {v}")
-    return setting
+            raise UsageError(f"--sparsity: {cfg.method} pruning takes one value, got "
+                             f"{cfg.sparsity!r}") from None
+        if not 0 <= setting < 1:
+            raise UsageError(f"--sparsity: {setting!r} is out of range (0 <= sparsity < 1)")
+        return setting
+    if cfg.method == "std":
+        return resolve_setting(cfg.sensitivity, names, "sensitivity", float,
+                               lambda v: v >= 0, "s >= 0")
+    return resolve_setting(cfg.sparsity, names, "sparsity", float, lambda v: 0 <= v < 1,
+                           "0 <= sparsity < 1")
 
 
 def _check(cfg: PruneConfig, data) -> None:
@@ -296,7 +291,7 @@ def _steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return math.ceil(per_rank / max(1, batch_size // w))
 
 
-def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None,
+def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig | None = None,
           log=print, teacher: nn.Module | None = None, checkpoint=None) -> StageFile:
     """Prune (and retrain) the model of ``sf``; return a new StageFile with masks and a record.
 
@@ -306,6 +301,7 @@ def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None
     from . import resume as rs
     cfg = config or PruneConfig()
     _check(cfg, data)
+    sf = as_stage(sf, data)
     t0 = time.perf_counter()
     model = sf.build_model()
     names = prunable_names(model)
@@ -371,7 +367,7 @@ def prune(sf: StageFile, data: Dataset | None, config: PruneConfig | None = None
         rounds.append(rnd)
     model.cpu()
     out = StageFile.from_model(model, sf.arch, sf.data, masks={n: m.cpu() for n, m in masks.items()},
-                               quant={}, history=list(sf.history))
+                               quant={}, history=list(sf.history), template=sf.template)
     layers = {n: {"threshold": thresholds.get(n, 0.0), "sparsity": sparsity_of(masks, [n]),
                   "weights": masks[n].numel()} for n in names}
     last = rounds[-1]

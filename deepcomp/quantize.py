@@ -27,10 +27,10 @@ from torch.nn.utils import parametrize
 
 from .data import Dataset
 from .errors import CheckpointError, UsageError
-from .patterns import parse_setting
+from .patterns import resolve_setting
 from .sizes import stage_sizes
 from .sparse import default_weight_bits, is_prunable_weight
-from .stagefile import StageFile, stage_record
+from .stagefile import StageFile, as_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_bits",
@@ -38,7 +38,6 @@ __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_b
 
 INITS = ("linear", "density", "forgy")
 MAX_BITS = 12           # the .dc format (docs/FORMAT.md) allows 1..12 bits, 4,096 shared weights
-_PAPER = object()      # marks a layer that no --bits pattern names: it takes the paper's default
 
 
 def _finetune_default() -> TrainConfig:
@@ -251,25 +250,19 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
 
 # --- the stage --------------------------------------------------------------------------------
 
-def layer_bits(state_dict: dict, bits=None) -> dict[str, int]:
-    """Bits per quantized layer (every convolution and linear weight): the paper's default
-    (8 conv, 5 fc) unless a pattern (``'*=5,conv*=8'``, see deepcomp.patterns) says otherwise."""
-    names = [k for k, t in state_dict.items() if is_prunable_weight(k, t)]
+def layer_bits(state_dict: dict, bits=None, aliases=()) -> dict[str, int]:
+    """Bits per quantized layer (every convolution and linear weight but the ``aliases`` of a
+    tied one): the paper's default (8 conv, 5 fc) unless a pattern (``'*=5,conv*=8'``, see
+    deepcomp.patterns) says otherwise."""
+    names = [k for k, t in state_dict.items() if is_prunable_weight(k, t) and k not in aliases]
     if not names:
         raise UsageError("the model has no convolution or linear weights to quantize")
-    out = {k: default_weight_bits(state_dict[k]) for k in names}
-    if bits is not None:
-        setting = parse_setting(bits, int, what="bits", default=_PAPER)
-        bad = setting.unused(names)
-        if bad:
-            raise UsageError(f"--bits pattern(s) match no layer: {', '.join(bad)}")
-        for k, v in setting.resolve(names).items():
-            if v is not _PAPER:
-                out[k] = v
-    for k, v in out.items():
-        if not isinstance(v, int) or not 1 <= v <= MAX_BITS:
-            raise UsageError(f"bits for {k} must be an integer from 1 to {MAX_BITS}, got {v!r}")
-    return out
+    def paper(n):
+        return default_weight_bits(state_dict[n])
+    if bits is None:
+        return {n: paper(n) for n in names}
+    return resolve_setting(bits, names, "bits", int, lambda v: 1 <= v <= MAX_BITS,
+                           f"1 to {MAX_BITS} bits", default=paper)
 
 
 def _kept(sf: StageFile, name: str) -> torch.Tensor:
@@ -277,7 +270,7 @@ def _kept(sf: StageFile, name: str) -> torch.Tensor:
     return mask.bool() if mask is not None else sf.state_dict[name] != 0
 
 
-def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None = None,
+def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeConfig | None = None,
              teacher: nn.Module | None = None, checkpoint=None) -> StageFile:
     """Quantize every convolution and linear weight of ``sf``; fine-tune the codebooks on
     ``data`` when ``config.finetune.epochs > 0``. Returns a new StageFile: masks kept, ``quant``
@@ -292,8 +285,10 @@ def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None 
         raise UsageError("fine-tuning needs data: give a data set or finetune epochs=0")
     if config.finetune.epochs < 0:
         raise UsageError(f"fine-tuning epochs must be >= 0, got {config.finetune.epochs}")
+    sf = as_stage(sf, data)
     t0 = time.perf_counter()
-    bits = layer_bits(sf.state_dict, config.bits)
+    aliases = sf.aliases()
+    bits = layer_bits(sf.state_dict, config.bits, aliases)
     state = {k: v.clone() for k, v in sf.state_dict.items()}
     quant, layers = {}, {}
     for name, b in bits.items():
@@ -311,8 +306,11 @@ def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None 
                         "inertia": inertia, "iterations": info["iterations"],
                         "seconds": round(time.perf_counter() - t1, 4)}
         state[name] = _lookup(quant[name]).to(w.dtype)
+    for alias, first in aliases.items():      # a tied weight is its first name's tensor
+        state[alias] = state[first].clone()
     out = StageFile(dict(sf.arch), dict(sf.data), state,
-                    {k: v.clone() for k, v in sf.masks.items()}, quant, list(sf.history))
+                    {k: v.clone() for k, v in sf.masks.items()}, quant, list(sf.history),
+                    template=sf.template)
     metrics, epochs = {}, []
     if data is not None:
         model = out.build_model()
@@ -329,6 +327,8 @@ def quantize(sf: StageFile, data: Dataset | None, config: QuantizeConfig | None 
             fitted = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             for name in quant:
                 fitted[name] = _lookup(quant[name]).to(fitted[name].dtype)
+            for alias, first in aliases.items():
+                fitted[alias] = fitted[first].clone()
             out.state_dict = fitted
             after = evaluate(out.build_model(), data, device)
             metrics.update(after)

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass
 
 from .sizes import layer_sizes
-from .stagefile import StageFile, load_stage
+from .loading import load_stage
+from .stagefile import StageFile
 
 __all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
            "collapse_warnings",

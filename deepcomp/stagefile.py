@@ -1,10 +1,12 @@
-"""Stage files and foreign checkpoints.
+"""Stage files: the plain data that every stage reads and writes.
 
-A *stage file* is what every stage reads and writes: a ``torch.save`` of plain data (tensors,
-strings, numbers, lists, dicts) that loads with ``weights_only=True``. See docs/STAGEFILE.md.
+A *stage file* is a ``torch.save`` of plain data (tensors, strings, numbers, lists, dicts) that
+loads with ``weights_only=True``. See docs/STAGEFILE.md. Reading one (or a ``.dc`` file, or a
+foreign checkpoint) is :func:`deepcomp.loading.load_stage`.
 """
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shlex
@@ -17,10 +19,10 @@ from torch import nn
 
 from . import __version__
 from .errors import CheckpointError
-from .models import create, model_info
+from .models import allow_reference, create, factory_accepts, is_reference, model_info
 
-__all__ = ["StageFile", "load_stage", "save_stage", "load_checkpoint_state", "fit_state_dict",
-           "atomic_write", "stage_record", "STAGE_FORMAT"]
+__all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", "atomic_write",
+           "stage_record", "STAGE_FORMAT"]
 
 STAGE_FORMAT = "deepcomp-stage/1"
 COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
@@ -36,15 +38,43 @@ class StageFile:
     masks: dict = field(default_factory=dict)    # name -> bool tensor, True where a weight is kept
     quant: dict = field(default_factory=dict)    # name -> {"codebook", "indices" (int16, -1 pruned), "bits"}
     history: list = field(default_factory=list)  # stage records, oldest first
+    # The user's own module, when a stage was given one in Python: models are built as copies of
+    # it, so its constructor need not be importable. Never saved.
+    template: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def build_model(self) -> nn.Module:
-        model = create(self.arch["name"], **self.arch.get("kwargs", {}))
+        if self.template is not None:
+            model = copy.deepcopy(self.template)
+        else:
+            model = create(self.arch["name"], **self.arch.get("kwargs", {}))
         fit_state_dict(model, self.state_dict)
         return model
+
+    def aliases(self) -> dict:
+        """Tied weights: ``{other name: first name}`` for every tensor the model holds under
+        two names (its state dict repeats it; prune and quantize work on the first name)."""
+        model = self.build_model()
+        first, out = {}, {}
+        for n, p in model.named_parameters(remove_duplicate=False):
+            if id(p) in first:
+                out[n] = first[id(p)]
+            else:
+                first[id(p)] = n
+        return out
 
     @property
     def stage(self) -> str:
         return self.history[-1]["stage"] if self.history else "baseline"
+
+    @classmethod
+    def from_module(cls, model: nn.Module, data: dict | None = None) -> "StageFile":
+        """A baseline stage of the user's own module (Python API): built by copying it; its
+        architecture recorded as the reference ``module:Class`` for files written from it."""
+        cls_ = type(model)
+        ref = f"{cls_.__module__}:{cls_.__qualname__}"
+        meta = data or {"spec": "", "mean": [], "std": [], "input_size": [], "classes": [],
+                        "augment": "none"}
+        return cls.from_model(model, {"name": ref, "kwargs": {}}, meta, template=model)
 
     @classmethod
     def from_model(cls, model: nn.Module, arch: dict, data: dict, **kw) -> "StageFile":
@@ -57,13 +87,30 @@ class StageFile:
                 "history": self.history}
 
 
-def arch_for(name: str, data: dict) -> dict:
-    """Architecture arguments that fit a data set: classes, channels and image size."""
-    info = model_info(name)
-    c, h, _ = data["input_size"]
-    kw = {"num_classes": len(data["classes"])}
-    if info.family != "torchvision":
-        kw.update(in_chans=c, img_size=h)
+def as_stage(obj, data=None) -> StageFile:
+    """A StageFile as it is, or the baseline stage of a plain ``nn.Module`` (the Python API's
+    stage functions take either)."""
+    if isinstance(obj, StageFile):
+        return obj
+    if isinstance(obj, nn.Module):
+        return StageFile.from_module(obj, data.meta() if data is not None else None)
+    raise TypeError(f"expected a StageFile or a torch.nn.Module, got {type(obj).__name__}")
+
+
+def arch_for(name: str, data: dict, kwargs: dict | None = None) -> dict:
+    """Architecture arguments that fit a data set: classes, channels and image size, under the
+    ``kwargs`` the user gave. A ``module:factory`` reference gets those of the three its
+    signature names."""
+    c, h, _ = data["input_size"] if data.get("input_size") else (None, None, None)
+    fit = {"num_classes": len(data["classes"]) if data.get("classes") else None,
+           "in_chans": c, "img_size": h}
+    if is_reference(name):
+        allow_reference(name)
+        names = [k for k in fit if factory_accepts(name, k)]
+    else:
+        names = ["num_classes"] if model_info(name).family == "torchvision" else list(fit)
+    kw = {k: fit[k] for k in names if fit[k] is not None}
+    kw.update(kwargs or {})
     return {"name": name, "kwargs": kw}
 
 
@@ -98,75 +145,6 @@ def _write_atomically(path: str, write) -> None:
 
 def save_stage(path: str, sf: StageFile) -> None:
     atomic_write(path, lambda f: torch.save(sf.to_dict(), f))
-
-
-def _torch_load(path: str):
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such file: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e)
-        if "Unsupported global" in msg:
-            why = "it holds Python objects that weights_only=True refuses to unpickle"
-        elif "Weights only load failed" in msg:
-            why = "not a torch.save file"
-        else:
-            why = msg.strip().splitlines()[0][:120] if msg.strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
-
-
-def load_stage(path: str, model: str | None = None, data: dict | None = None) -> StageFile:
-    """Read a stage file, a ``.dc`` file, or a foreign checkpoint (which needs ``model``)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such file: {path}")
-    with open(path, "rb") as f:
-        head = f.read(len(DC_MAGIC))
-    if head == DC_MAGIC:
-        from .decode import read_dc
-        return read_dc(path)
-    obj = _torch_load(path)
-    if isinstance(obj, dict) and obj.get("format") == STAGE_FORMAT:
-        sf = StageFile(obj["arch"], obj["data"], obj["state_dict"], obj.get("masks", {}),
-                       obj.get("quant", {}), obj.get("history", []))
-        sf.build_model()   # validates that the weights fit the architecture
-        return sf
-    if model is None:
-        raise CheckpointError(f"{path} is a plain checkpoint that names no architecture: "
-                              "give --model NAME")
-    state = unwrap_state_dict(obj, path)
-    info = model_info(model)
-    data = data or {"spec": "", "mean": [], "std": [], "input_size": list(info.input_size),
-                    "classes": [str(i) for i in range(info.num_classes)], "augment": "none"}
-    sf = StageFile(arch_for(model, data), data, {})
-    net = create(sf.arch["name"], **sf.arch["kwargs"])
-    fit_state_dict(net, state, path)
-    sf.state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    return sf
-
-
-def load_checkpoint_state(path: str) -> dict:
-    return unwrap_state_dict(_torch_load(path), path)
-
-
-def unwrap_state_dict(obj, path="checkpoint") -> dict:
-    """The state dict inside what users actually have: a bare state dict, or one wrapped as
-    ``{"state_dict": ...}``, ``{"net": ...}``, ``{"model": ...}``; ``module.`` (DataParallel)
-    and ``_orig_mod.`` (torch.compile) prefixes removed."""
-    for key in ("state_dict", "net", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()) or not obj:
-        raise CheckpointError(f"{path}: no state dict found (expected a dict of tensors, or one "
-                              "under 'state_dict', 'net' or 'model')")
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
 
 
 def fit_state_dict(model: nn.Module, state: dict, source: str = "checkpoint") -> None:

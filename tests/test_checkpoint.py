@@ -3,7 +3,8 @@ import torch
 
 from deepcomp.errors import CheckpointError
 from deepcomp.models import create
-from deepcomp.stagefile import load_stage, save_stage
+from deepcomp.loading import load_stage
+from deepcomp.stagefile import save_stage
 
 
 @pytest.mark.parametrize("wrap", ["bare", "state_dict", "net", "model", "dataparallel"])

@@ -50,7 +50,7 @@ def test_torchrun_cli_writes_one_valid_file(tmp_path):
     assert r.stdout.count("top-1") == 1            # only rank 0 prints
     _torchrun("-m", "deepcomp", "prune", tmp_path / "m.pt", "--method", "global",
               "--sparsity", "0.5", "--retrain-epochs", "1", "-o", tmp_path / "p.pt")
-    from deepcomp.stagefile import load_stage
+    from deepcomp.loading import load_stage
     sf = load_stage(str(tmp_path / "p.pt"))
     assert sf.history[-1]["stage"] == "pruned"
     assert abs(sf.history[-1]["sizes"]["nonzero_share"] - 0.5) < 1e-3

@@ -7,7 +7,7 @@ from deepcomp.pipeline import CompressConfig, compress
 from deepcomp.prune import PruneConfig
 from deepcomp.quantize import QuantizeConfig
 from deepcomp.report import read_inputs, stage_rows
-from deepcomp.stagefile import load_stage
+from deepcomp.loading import load_stage
 
 from conftest import quiet
 

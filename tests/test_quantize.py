@@ -10,7 +10,8 @@ from deepcomp.models import create
 from deepcomp.quantize import (CodebookWeight, QuantizeConfig, check_quantized, init_centroids,
                                kmeans_1d, layer_bits, quantize)
 from deepcomp.sparse import is_prunable_weight
-from deepcomp.stagefile import StageFile, arch_for, load_stage, save_stage
+from deepcomp.loading import load_stage
+from deepcomp.stagefile import StageFile, arch_for, save_stage
 from deepcomp.train import TrainConfig
 
 
@@ -231,4 +232,4 @@ def test_cli_quantize(tmp_path, capsys, digits):
     assert cli.main(["quantize", str(tmp_path / "missing.pt"), "-o", str(bad)]) == 1
     assert not bad.exists()
     err = capsys.readouterr().err
-    assert "match no layer" in err and "no such file" in err
+    assert "matches no layer" in err and "no such file" in err

@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from deepcomp import huffman  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage  # noqa: E402
-from deepcomp.stagefile import StageFile, load_stage  # noqa: E402
+from deepcomp.loading import load_stage  # noqa: E402
+from deepcomp.stagefile import StageFile  # noqa: E402
 
 RESNET20 = "/work/shared/models/resnet20-12fca82f.th"
 

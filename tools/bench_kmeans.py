@@ -31,7 +31,7 @@ def synthetic_layer(n: int, seed: int = 0) -> np.ndarray:
 
 
 def resnet20_layers(path: str, names: list[str]) -> dict[str, np.ndarray]:
-    from deepcomp.stagefile import load_stage
+    from deepcomp.loading import load_stage
     sf = load_stage(path, model="resnet20")
     return {n: sf.state_dict[n].double().numpy().ravel() for n in names}
 

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from deepcomp.data import load_data  # noqa: E402
 from deepcomp.quantize import INITS, QuantizeConfig, quantize  # noqa: E402
-from deepcomp.stagefile import atomic_write, load_stage  # noqa: E402
+from deepcomp.loading import load_stage  # noqa: E402
+from deepcomp.stagefile import atomic_write  # noqa: E402
 from deepcomp.train import TrainConfig, evaluate  # noqa: E402
 
 FIELDS = ["model", "input", "input_top1", "init", "bits", "top1", "top1_finetuned", "loss",

@@ -1,14 +1,25 @@
-"""The model registry: one door in (:func:`create`), one list out (:func:`list_models`)."""
+"""The model registry: one door in (:func:`create`), one list out (:func:`list_models`).
+
+Besides registered names, :func:`create` builds any importable model given as a reference
+``package.module:factory`` (a function or a class; dotted attributes allowed), so a user's own
+network goes through the pipeline. The reference is recorded in stage files and ``.dc`` headers.
+Importing a module runs its code, so a reference is only imported once the user has named it
+(``--model REF`` on the command line, ``model=REF`` in Python, or by passing the module object
+itself): a file alone never makes deepcomp import anything (:func:`allow_reference`).
+"""
 from __future__ import annotations
 
+import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
 from torch import nn
 
-from ..errors import UnknownModelError
+from ..errors import UnknownModelError, UntrustedModelError, UsageError
 
-__all__ = ["ModelInfo", "register_model", "create", "list_models", "model_info"]
+__all__ = ["ModelInfo", "register_model", "create", "list_models", "model_info",
+           "is_reference", "allow_reference", "factory_accepts"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,65 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None
 
 
-def create(name: str, **kwargs) -> nn.Module:
-    """Build a registered model. Keyword arguments are the constructor's own
-    (``num_classes``, ``in_chans``, ``img_size``); an unknown one is an error, not ignored."""
-    info = model_info(name)
+_ALLOWED: set[str] = set()     # model references the user has named in this process
+
+
+def is_reference(name: str) -> bool:
+    """True for ``package.module:factory``, False for a registry name."""
+    return ":" in name
+
+
+def allow_reference(ref: str) -> None:
+    """The user named ``ref``: :func:`create` may import it."""
+    _check_reference(ref)
+    _ALLOWED.add(ref)
+
+
+def _check_reference(ref: str) -> None:
+    mod, _, attr = ref.partition(":")
+    if not mod or not attr or not all(p.isidentifier() for p in mod.split(".") + attr.split(".")):
+        raise UsageError(f"bad model reference {ref!r}: expected package.module:factory")
+
+
+def _factory(ref: str) -> Callable[..., nn.Module]:
+    _check_reference(ref)
+    if ref not in _ALLOWED:
+        raise UntrustedModelError(
+            f"the model is {ref!r}, code that deepcomp imports only when you name it: "
+            f"give --model {ref} (in Python, model={ref!r})")
+    mod, _, attr = ref.partition(":")
     try:
-        model = info.fn(**kwargs)
+        obj = importlib.import_module(mod)
+    except ImportError as e:
+        raise UnknownModelError(f"cannot import {mod!r} for model {ref!r} ({e}); is its "
+                                "package installed and on the Python path?") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UnknownModelError(f"model {ref!r}: {mod!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UnknownModelError(f"model {ref!r} is not callable")
+    return obj
+
+
+def factory_accepts(ref: str, arg: str) -> bool:
+    """Whether the factory of an allowed reference names keyword ``arg`` in its signature."""
+    try:
+        return arg in inspect.signature(_factory(ref)).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def create(name: str, **kwargs) -> nn.Module:
+    """Build a registered model, or the model of an allowed ``module:factory`` reference.
+    Keyword arguments are the constructor's own (registered models: ``num_classes``,
+    ``in_chans``, ``img_size``); an unknown one is an error, not ignored."""
+    fn = _factory(name) if is_reference(name) else model_info(name).fn
+    try:
+        model = fn(**kwargs)
     except TypeError as e:
         raise UnknownModelError(f"bad arguments for model {name!r}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise UnknownModelError(f"model {name!r} returned a {type(model).__name__}, "
+                                "not a torch.nn.Module")
     return model
