@@ -160,8 +160,12 @@ def main():
     p.add_argument("--runs", default=str(ROOT / "runs"), help="folder for the model files")
     p.add_argument("--fresh", action="store_true", help="redo every step")
     a = p.parse_args()
-    for name in a.recipes:
-        run(name, Path(a.runs), a.fresh)
+    try:
+        for name in a.recipes:
+            run(name, Path(a.runs), a.fresh)
+    except subprocess.CalledProcessError as e:   # the step printed its own one-line reason
+        cmd = shlex.join(["deepcomp", *e.cmd[1:2]])
+        sys.exit(f"reproduce: `{cmd}` exited with {e.returncode}; run the same command to resume")
     rebuild_results()
 
 
