@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
 from .errors import DeepcompError, UsageError
+from .sizes import format_ratio
 
 # --- shared options ------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)    # an option is named in full or not at all
+        super().__init__(*args, **kw)
+
     def error(self, message):           # one line, exit 2 (argparse prints usage + error)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
@@ -28,11 +34,35 @@ def add_data_arg(p, required=False):
                                                      " (default: the one the file was made with)"))
 
 
+MODEL_HELP = "a registry name (see `deepcomp models`) or your own model as package.module:factory"
+
+
+def add_model_args(p, help):
+    p.add_argument("--model", help=f"{help}: {MODEL_HELP}")
+    p.add_argument("--model-kwargs", metavar="JSON", type=_json_object,
+                   help="keyword arguments of the model's constructor, e.g. '{\"width\": 2}'")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"num_classes\": 10}'")
+    return obj
+
+
 def add_input_args(p, help="stage file, or a checkpoint with --model"):
     """The input file, --model for foreign checkpoints, and --data."""
     p.add_argument("input", help=help)
-    p.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    add_model_args(p, "architecture of a checkpoint that does not name one")
     add_data_arg(p)
+
+
+def add_force_arg(p):
+    p.add_argument("--force", action="store_true",
+                   help="allow the output to overwrite an input file")
 
 
 def add_device_arg(p):
@@ -54,7 +84,8 @@ def add_prune_args(p):
                         "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=1,
                    help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
-    p.add_argument("--retrain-epochs", type=int, default=1, help="retraining epochs per round")
+    p.add_argument("--retrain-epochs", type=int, default=1,
+                   help="retraining epochs per round (default: %(default)s)")
     p.add_argument("--retrain-lr", type=float, default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
     from .prune import PruneConfig
@@ -101,12 +132,18 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
                        help=f"{help_epochs} (default: %(default)s)")
         p.add_argument(f"--{prefix}lr", type=float, default=lr,
                        help="peak learning rate" + (f" (default: {d.lr})" if not prefix else ""))
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size")
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "constant"])
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="global batch size, split across torchrun ranks (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=d.momentum,
+                   help="SGD momentum (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="L2 weight decay (default: %(default)s)")
+    p.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule; step: x0.1 at 50%% and 75%% (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                   help="linear warm-up from a tenth of the rate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the data order and of k-means (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -145,7 +182,8 @@ def load_input(a):
     from .loading import load_stage
     data = load_data(a.data) if a.data else None
     sf = load_stage(a.input, model=getattr(a, "model", None),
-                    data=data.meta() if data is not None else None)
+                    data=data.meta() if data is not None else None,
+                    model_kwargs=getattr(a, "model_kwargs", None))
     if data is None:
         if not sf.data.get("spec"):
             raise UsageError(f"{a.input} does not say which data it was made with: give --data SPEC")
@@ -165,6 +203,20 @@ def out_path(a):
     if not a.output:
         raise UsageError("give an output file with -o FILE")
     return a.output
+
+
+def check_outputs(a, outputs: list[str]) -> None:
+    """Before any work: every output can be written, and none is an input (unless --force)."""
+    from .stagefile import check_writable
+    inputs = [p for p in [getattr(a, "input", None), getattr(a, "teacher", None),
+                          *(getattr(a, "inputs", None) or [])] if p]
+    for out in outputs:
+        for inp in inputs:
+            if os.path.exists(inp) and os.path.realpath(inp) == os.path.realpath(out) \
+                    and not getattr(a, "force", False):
+                raise UsageError(f"{out} is an input of this command: writing it would destroy "
+                                 "the input; choose another output, or give --force")
+        check_writable(out)
 
 
 def main_print(*args, **kw):
@@ -190,7 +242,8 @@ def cmd_train(a):
     from .stagefile import save_stage
     data = load_data(a.data)
     out = out_path(a)
-    sf = train_baseline(a.model, data, train_config(a))
+    check_outputs(a, [out])
+    sf = train_baseline(a.model, data, train_config(a), a.model_kwargs)
     rec = sf.history[-1]
     metrics, wall = rec["metrics"], rec["wall_time"]
     save_stage(out, sf)
@@ -216,6 +269,7 @@ def cmd_prune(a):
     from .pipeline import stage_checkpoint
     sf, data = load_input(a)
     out = out_path(a)
+    check_outputs(a, [out])
     cfg = prune_config(a)
     ckpt = stage_checkpoint(out, "prune", cfg, sf, data, a.restart, main_print)
     res = prune(sf, data, cfg, log=main_print, teacher=_teacher(a), checkpoint=ckpt)
@@ -223,9 +277,10 @@ def cmd_prune(a):
     ckpt.remove()
     rec = res.history[-1]
     m, z = rec["metrics"], rec["sizes"]
+    retrained = f" -> {m['top1']:.2f}% (retrained)" if cfg.retrain_epochs else ""
     main_print(f"pruned {100 * (1 - z['nonzero_share']):.2f}% of {z['prunable']:,} weights: "
-               f"top-1 {m['before']['top1']:.2f}% -> {m['pruned']['top1']:.2f}% (pruned) -> "
-               f"{m['top1']:.2f}% (retrained), {z['ratio']:.1f}x by the paper's count "
+               f"top-1 {m['before']['top1']:.2f}% -> {m['pruned']['top1']:.2f}% (pruned)"
+               f"{retrained}, {format_ratio(z['ratio'])} by the paper's count "
                f"({rec['wall_time']:.0f}s) -> {out}")
 
 
@@ -234,6 +289,7 @@ def cmd_quantize(a):
     from .stagefile import save_stage
     sf, data = load_input(a)
     out = out_path(a)
+    check_outputs(a, [out])
     from .pipeline import stage_checkpoint
     cfg = quantize_config(a, train_config(a, "finetune-", QuantizeConfig().finetune.lr))
     ckpt = stage_checkpoint(out, "quantize", cfg, sf, data, a.restart, main_print)
@@ -247,7 +303,7 @@ def cmd_quantize(a):
     main_print(f"quantized {len(res.quant)} layers ({'/'.join(map(str, bits))} bits, "
                f"{cfg.init} init): top-1 {b['top1']:.2f}% -> {f['top1']:.2f}% after "
                f"{cfg.finetune.epochs} fine-tuning epoch(s), {z['bytes']:,} bytes, "
-               f"{z['ratio']:.1f}x by the paper's count ({rec['wall_time']:.0f}s) -> {out}")
+               f"{format_ratio(z['ratio'])} by the paper's count ({rec['wall_time']:.0f}s) -> {out}")
 
 
 def cmd_encode(a):
@@ -255,6 +311,7 @@ def cmd_encode(a):
     from .loading import load_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
+    check_outputs(a, [out])
     cfg = encode_config(a)
     metrics = None
     if cfg.float16:                  # lossy: measure the accuracy of what the file holds
@@ -269,7 +326,7 @@ def cmd_encode(a):
         print(json.dumps(rec["sizes"], sort_keys=True))
         return
     z = rec["sizes"]
-    print(f"{a.input} -> {out}: {z['bytes']:,} bytes, {z['ratio']:.1f}x smaller than "
+    print(f"{a.input} -> {out}: {z['bytes']:,} bytes, {_compared(z['ratio'])} "
           f"{z['dense_bytes']:,} dense bytes" + (" (lossy: float16)" if cfg.float16 else ""))
     print("  " + "  ".join(f"{k} {v:,}" for k, v in z["breakdown"].items()))
     print(f"  {'tensor':28s} {'kind':15s} {'order':5s} {'entries':>8s} {'fillers':>7s} "
@@ -282,10 +339,15 @@ def cmd_encode(a):
               f"{pct(t['efficiency_gaps'])} {t['bytes']:8,d}")
 
 
+def _compared(ratio: float) -> str:
+    return f"{ratio:.1f}x smaller than" if ratio >= 1 else f"{1 / ratio:.3f}x LARGER than the"
+
+
 def cmd_decode(a):
     from .decode import decode
     out = out_path(a)
-    sd = decode(a.input, out)
+    check_outputs(a, [out])
+    sd = decode(a.input, out, a.model)
     print(f"{a.input} -> {out}: {len(sd)} tensors (a plain state dict; "
           "torch.load(..., weights_only=True))")
 
@@ -293,6 +355,8 @@ def cmd_decode(a):
 def cmd_report(a):
     from .report import make_plots, read_inputs, report_text
     from .report import collapse_warnings
+    if a.output:
+        check_outputs(a, [a.output])
     inp = read_inputs(a.inputs, a.model)
     text = report_text(inp, a.format, a.layers)
     if a.format in ("csv", "json"):         # machine formats stay parseable: warnings to stderr
@@ -315,6 +379,8 @@ def cmd_compress(a):
     out = out_path(a)
     if not out.endswith(".dc"):
         raise UsageError(f"the output of compress is a .dc file, got {out!r}")
+    from .pipeline import stage_paths
+    check_outputs(a, list(stage_paths(out).values()))
     cfg = CompressConfig(
         prune=prune_config(a),
         quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
@@ -404,6 +470,7 @@ def cmd_sensitivity(a):
     from .analysis import parse_range, sensitivity, subset
     from .plots import plot_sensitivity
     sf, data = load_input(a)
+    check_outputs(a, [a.output + ".csv", a.output + ".png"])
     data = subset(data, a.max_images)
     grid = parse_range(a.sparsities)
     print(f"{'layer':32s} " + " ".join(f"{100 * s:5.0f}%" for s in grid))
@@ -419,6 +486,7 @@ def cmd_sweep(a):
     from .analysis import parse_range, subset, sweep
     from .plots import plot_sweep
     sf, data = load_input(a)
+    check_outputs(a, [a.output + ".csv", a.output + ".png"])
     data = subset(data, a.max_images)
     from .prune import _default_retrain_lr
     retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
@@ -430,138 +498,234 @@ def cmd_sweep(a):
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
-def build_parser():
-    p = _Parser(prog="deepcomp", description="Deep Compression for PyTorch models: prune, "
-                "quantize, Huffman-encode, decode, report.")
-    p.add_argument("--version", action="version", version=f"deepcomp {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+# --- options that do not apply -------------------------------------------------------------
 
-    s = sub.add_parser("models", help="list the registered models")
+_TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "distill",
+             "distill_weight", "distill_temperature", "teacher")
+
+
+def given_options(parser, argv: list[str]) -> set[str]:
+    """The destinations of the options named on the command line (not left at their default)."""
+    named = {tok.split("=", 1)[0] for tok in argv if tok.startswith("--") or tok.startswith("-")}
+    return {act.dest for act in parser._actions if named & set(act.option_strings)}
+
+
+def _not_applying(a):
+    """(option, why) for every option of the command that its other settings leave unused."""
+    cmd, m = a.command, getattr(a, "method", None)
+    if cmd in ("prune", "compress"):
+        if m == "std":
+            yield "sparsity", ("--method std prunes below --sensitivity x the layer's std; give "
+                               "--method global, layer or lamp for a sparsity target")
+        else:
+            yield "sensitivity", f"--method {m} prunes to --sparsity; --sensitivity is for std"
+        if m in ("std", "layer"):
+            yield "min_keep", f"the per-layer floor is for --method global and lamp, not {m}"
+        if not a.gradual:
+            yield "mask_every", "it sets the --gradual schedule, and --gradual is not given"
+            yield "ramp_fraction", "it sets the --gradual schedule, and --gradual is not given"
+        if a.retrain_epochs == 0:
+            yield "retrain_lr", "--retrain-epochs is 0"
+    if hasattr(a, "distill") and not a.distill and a.distill_weight is None:
+        yield "distill_temperature", "distillation is off (give --distill)"
+        yield "teacher", "distillation is off (give --distill)"
+    epochs = {"prune": "retrain_epochs", "sweep": "retrain_epochs", "quantize": "finetune_epochs",
+              "compress": ("retrain_epochs", "finetune_epochs")}.get(cmd, ())
+    epochs = (epochs,) if isinstance(epochs, str) else epochs
+    if epochs and not any(getattr(a, e) for e in epochs):
+        flags = " and ".join("--" + e.replace("_", "-") for e in epochs)
+        for dest in _TRAINING + ("retrain_lr", "finetune_lr"):
+            yield dest, f"nothing is trained ({flags} 0)"
+    if cmd == "encode" and not a.float16:
+        yield "data", "the data set is only used to measure --float16's lossy weights"
+        yield "device", "the device is only used to measure --float16's lossy weights"
+    if cmd == "report" and not a.plot:
+        yield "layer", "it picks the layer of --plot's histograms, and --plot is not given"
+
+
+def check_options(a, given: set[str]) -> None:
+    """Every option given must apply: an error (exit 2) before any work starts."""
+    for dest, why in _not_applying(a):
+        if dest in given:
+            raise UsageError(f"--{dest.replace('_', '-')} does not apply: {why}")
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+def _p_models(s):
     s.add_argument("pattern", nargs="?", help="glob, e.g. 'resnet*'")
-    s.set_defaults(fn=cmd_models)
 
-    s = sub.add_parser("train", help="train a model from scratch")
-    s.add_argument("--model", required=True, help="registry name (see `deepcomp models`)")
+
+def _p_train(s):
+    s.add_argument("--model", required=True, help=f"the architecture: {MODEL_HELP}")
+    s.add_argument("--model-kwargs", metavar="JSON", type=_json_object,
+                   help="keyword arguments of the model's constructor")
     add_data_arg(s, required=True)
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_train_args(s)
     add_device_arg(s)
-    s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("eval", help="top-1, top-5 and loss of a stage file, .dc file or checkpoint")
+
+def _p_eval(s):
     add_input_args(s, "stage file, .dc file, or a foreign checkpoint (with --model)")
     add_device_arg(s)
     s.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("prune", help="magnitude pruning with retraining (Han et al. 2015)")
+
+def _p_prune(s):
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_prune_args(s)
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     add_distill_args(s)
     add_restart_arg(s)
+    add_force_arg(s)
     add_device_arg(s)
-    s.set_defaults(fn=cmd_prune)
 
-    s = sub.add_parser("sensitivity", help="prune one layer at a time, no retraining: a table "
-                       "and a PNG of accuracy against sparsity per layer")
+
+def _add_analysis_args(s, grid: str, what: str):
     add_input_args(s, "stage file, or a checkpoint with --model")
-    s.add_argument("--sparsities", default="0:0.9:0.1", metavar="START:STOP:STEP|a,b,c",
-                   help="grid of sparsities (default: %(default)s)")
+    s.add_argument("--sparsities", default=grid, metavar="START:STOP:STEP|a,b,c",
+                   help=f"{what} (default: %(default)s)")
     s.add_argument("--max-images", type=int, default=None,
-                   help="evaluate on the first N test images only (quicker scans)")
+                   help="evaluate on the first N test images only, for quicker scans "
+                        "(default: all)")
+
+
+def _p_sensitivity(s):
+    _add_analysis_args(s, "0:0.9:0.1", "grid of sparsities")
     s.add_argument("-o", "--output", default="sensitivity",
                    help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")
     add_device_arg(s)
-    s.set_defaults(fn=cmd_sensitivity)
 
-    s = sub.add_parser("sweep", help="accuracy against sparsity for several pruning methods")
-    add_input_args(s, "stage file, or a checkpoint with --model")
-    s.add_argument("--sparsities", default="0:0.95:0.05", metavar="START:STOP:STEP|a,b,c",
-                   help="sparsities to visit (default: %(default)s)")
+
+def _p_sweep(s):
+    _add_analysis_args(s, "0:0.95:0.05", "sparsities to visit")
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
                    "std, global, layer, lamp (default: %(default)s)")
-    s.add_argument("--max-images", type=int, default=None,
-                   help="evaluate on the first N test images only")
     s.add_argument("--retrain-epochs", type=int, default=0,
                    help="short retraining at every point (default: 0, none)")
-    s.add_argument("--retrain-lr", type=float, default=None)
+    s.add_argument("--retrain-lr", type=float, default=None,
+                   help="retraining learning rate (default: a tenth of the training rate)")
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     s.add_argument("-o", "--output", default="sweep",
                    help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")
     add_device_arg(s)
-    s.set_defaults(fn=cmd_sweep)
 
-    s = sub.add_parser("quantize", help="k-means weight sharing with trained centroids "
-                       "(Han et al. 2016, section 3)")
+
+def _p_quantize(s):
+    from .quantize import QuantizeConfig
     add_input_args(s, "stage file (pruned or not), or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_quantize_args(s)
-    from .quantize import QuantizeConfig
     add_train_args(s, prefix="finetune-", epochs=QuantizeConfig().finetune.epochs,
                    help_epochs="epochs of codebook fine-tuning, 0 for none")
     add_distill_args(s)
     add_restart_arg(s)
+    add_force_arg(s)
     add_device_arg(s)
-    s.set_defaults(fn=cmd_quantize)
 
-    s = sub.add_parser("encode", help="Huffman-coded sparse .dc file (Han et al. 2016, "
-                       "sections 2 and 4; docs/FORMAT.md)")
+
+def _p_encode(s):
     s.add_argument("input", help="stage file: quantized, pruned-only or dense")
     s.add_argument("-o", "--output", required=True, help=".dc file to write")
+    _add_reference_arg(s)
     add_encode_args(s)
     add_data_arg(s)
     add_device_arg(s)
+    add_force_arg(s)
     s.add_argument("--json", action="store_true", help="print the sizes as JSON")
-    s.set_defaults(fn=cmd_encode)
 
-    s = sub.add_parser("report", help="per-stage (and per-layer) table of accuracy and size")
+
+def _p_report(s):
     s.add_argument("inputs", nargs="+", metavar="FILE", help="stage files and/or .dc files; "
                    "the history travels inside each, so the last file alone gives the table")
-    s.add_argument("--model", help="architecture of a foreign checkpoint among the files")
+    s.add_argument("--model", help=f"architecture of a foreign checkpoint among the files: "
+                   f"{MODEL_HELP}")
     s.add_argument("--layers", action="store_true", help="add the paper's per-layer table")
-    s.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"])
+    s.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"],
+                   help="table format (default: %(default)s)")
     s.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
     s.add_argument("--layer", help="layer for the weight histograms (default: the largest)")
     s.add_argument("-o", "--output", help="write the report to a file instead of stdout")
-    s.set_defaults(fn=cmd_report)
+    add_force_arg(s)
 
-    s = sub.add_parser("compress", help="prune, retrain, quantize, fine-tune, encode, decode "
-                       "and verify in one command; resumes from the last finished stage")
+
+def _p_compress(s):
+    from .quantize import QuantizeConfig
+    d = QuantizeConfig().finetune
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help=".dc file to write; stage files are "
                    "written beside it (NAME.pruned.pt, NAME.quantized.pt)")
     add_prune_args(s.add_argument_group("pruning"))
     g = s.add_argument_group("quantization")
     add_quantize_args(g)
-    from .quantize import QuantizeConfig
-    g.add_argument("--finetune-epochs", type=int, default=QuantizeConfig().finetune.epochs)
-    g.add_argument("--finetune-lr", type=float, default=QuantizeConfig().finetune.lr)
+    g.add_argument("--finetune-epochs", type=int, default=d.epochs,
+                   help="epochs of codebook fine-tuning, 0 for none (default: %(default)s)")
+    g.add_argument("--finetune-lr", type=float, default=d.lr,
+                   help="peak learning rate of fine-tuning (default: %(default)s)")
     add_encode_args(s.add_argument_group("encoding"))
     add_train_args(s, skip_epochs_lr=True)
     add_distill_args(s.add_argument_group("distillation (from the input model, in both "
                                           "stages)"), teacher=False)
     add_restart_arg(s)
+    add_force_arg(s)
     add_device_arg(s)
-    s.set_defaults(fn=cmd_compress)
 
-    s = sub.add_parser("demo", help="the whole pipeline on LeNet-300-100 and scikit-learn's "
-                       "digits: no download, no arguments")
+
+def _p_demo(s):
     s.add_argument("-o", "--output", default="deepcomp-demo", help="folder for the files "
                    "(default: %(default)s)")
-    s.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("decode", help="a .dc file back to a plain state dict checkpoint")
+
+def _add_reference_arg(s):
+    s.add_argument("--model", help="the file's architecture, where it is your own model "
+                   "(package.module:factory): naming it allows deepcomp to import it")
+
+
+def _p_decode(s):
     s.add_argument("input", help=".dc file")
     s.add_argument("-o", "--output", required=True, help="checkpoint to write (torch.save)")
-    s.set_defaults(fn=cmd_decode)
+    _add_reference_arg(s)
+    add_force_arg(s)
 
+
+COMMANDS = {    # name: (help, handler, options)
+    "models": ("list the registered models", cmd_models, _p_models),
+    "train": ("train a model from scratch", cmd_train, _p_train),
+    "eval": ("top-1, top-5 and loss of a stage file, .dc file or checkpoint", cmd_eval, _p_eval),
+    "prune": ("magnitude pruning with retraining (Han et al. 2015)", cmd_prune, _p_prune),
+    "sensitivity": ("prune one layer at a time, no retraining: a table and a PNG of accuracy "
+                    "against sparsity per layer", cmd_sensitivity, _p_sensitivity),
+    "sweep": ("accuracy against sparsity for several pruning methods", cmd_sweep, _p_sweep),
+    "quantize": ("k-means weight sharing with trained centroids (Han et al. 2016, section 3)",
+                 cmd_quantize, _p_quantize),
+    "encode": ("Huffman-coded sparse .dc file (Han et al. 2016, sections 2 and 4; "
+               "docs/FORMAT.md)", cmd_encode, _p_encode),
+    "report": ("per-stage (and per-layer) table of accuracy and size", cmd_report, _p_report),
+    "compress": ("prune, retrain, quantize, fine-tune, encode, decode and verify in one "
+                 "command; resumes from the last finished stage", cmd_compress, _p_compress),
+    "demo": ("the whole pipeline on LeNet-300-100 and scikit-learn's digits: no download, "
+             "no arguments", cmd_demo, _p_demo),
+    "decode": ("a .dc file back to a plain state dict checkpoint", cmd_decode, _p_decode),
+}
+
+
+def build_parser():
+    p = _Parser(prog="deepcomp", description="Deep Compression for PyTorch models: prune, "
+                "quantize, Huffman-encode, decode, report.")
+    p.add_argument("--version", action="version", version=f"deepcomp {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help, fn, add_options) in COMMANDS.items():
+        s = sub.add_parser(name, help=help, description=help)
+        add_options(s)
+        s.set_defaults(fn=fn, parser=s)
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:         # --help, --version, or a usage error already printed
@@ -571,11 +735,12 @@ def main(argv=None) -> int:
         return 2
     import shlex
     from . import stagefile
-    stagefile.COMMAND = shlex.join(["deepcomp", *(sys.argv[1:] if argv is None else argv)])
+    stagefile.COMMAND = shlex.join(["deepcomp", *argv])
     from . import dist
     from .resume import Stopped, handle_stop_signals
     ok = False
     try:
+        check_options(a, given_options(a.parser, argv))
         with handle_stop_signals():
             a.fn(a)
         ok = True
@@ -592,6 +757,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"deepcomp {a.command}: interrupted\n")
         return 130
+    except BrokenPipeError:         # e.g. `deepcomp encode ... | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         sys.stderr.write(f"deepcomp {a.command}: error: {e.strerror or e}: {e.filename or ''}\n")
         return 1

@@ -22,7 +22,8 @@ from .encode import (BREAKDOWN, DC_VERSION, DTYPES, MAX_BITS, MAX_HEADER_BYTES, 
 from .sparse import as_2d
 from .errors import (BadMagicError, ChecksumError, CountMismatchError, HeaderError,
                      HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
-                     UnknownArchitectureError, UnsupportedVersionError, UnknownModelError)
+                     UnknownArchitectureError, UnsupportedVersionError, UnknownModelError,
+                     UntrustedModelError)
 
 __all__ = ["read_dc", "decode_bytes", "decode", "load", "MAX_HEADER_BYTES", "MAX_ELEMENTS"]
 
@@ -40,28 +41,37 @@ NUMPY = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "bfloat16": "<i2"
          "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
 
 
-def read_dc(path: str) -> StageFile:
-    """The stage file stored in the .dc file ``path``."""
+def read_dc(path: str, template: torch.nn.Module | None = None) -> StageFile:
+    """The stage file stored in the .dc file ``path``. ``template``: the user's own module,
+    whose shapes the file must fit (instead of building the architecture the file names)."""
     with open(path, "rb") as f:
         buf = f.read()
-    return decode_bytes(buf, os.path.basename(path))
+    return decode_bytes(buf, os.path.basename(path), template)
 
 
-def decode(src: str, out: str | None = None) -> dict:
+def decode(src: str, out: str | None = None, model: str | None = None) -> dict:
     """The effective state dict of a .dc file; also written to ``out`` (a plain ``torch.save``
-    state dict that loads with ``weights_only=True``) when given."""
+    state dict that loads with ``weights_only=True``) when given. A file whose architecture is
+    a ``module:factory`` reference needs ``model`` to name it (deepcomp.models)."""
     from .loading import load_stage
     from .stagefile import atomic_write
-    sd = load_stage(src).state_dict
+    sd = load_stage(src, model=model).state_dict
     if out:
         atomic_write(out, lambda f: torch.save(sd, f))
     return sd
 
 
-def load(src: str, device: str = "cpu") -> torch.nn.Module:
-    """The model of a .dc file (or stage file), on ``device``, in eval mode."""
+def load(src: str, device: str = "cpu", model: str | torch.nn.Module | None = None
+         ) -> torch.nn.Module:
+    """The model of a .dc file (or stage file), on ``device``, in eval mode. ``model``: for a
+    file of your own architecture, its ``module:factory`` reference (which allows deepcomp to
+    import it), or an instance of it, which the weights are loaded into a copy of."""
     from .loading import load_stage
-    return load_stage(src).build_model().to(device).eval()
+    if isinstance(model, torch.nn.Module):
+        sf = load_stage(src, template=model)
+    else:
+        sf = load_stage(src, model=model)
+    return sf.build_model().to(device).eval()
 
 
 # --- the reader ----------------------------------------------------------------------------
@@ -171,7 +181,11 @@ def _meta_model(arch: dict, name: str):
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # e.g. zero-element tensors of forged sizes
             net = create(arch["name"], **arch.get("kwargs", {}))
-    except UnknownModelError:
+    except UntrustedModelError:
+        raise
+    except UnknownModelError as e:
+        if ":" in arch["name"]:          # a user's module:factory: say why it cannot be built
+            raise UnknownArchitectureError(f"{name}: {e}") from None
         raise UnknownArchitectureError(f"{name}: unknown architecture {arch['name']!r}") from None
     except Exception as e:       # constructor arguments forged or from another version
         raise HeaderError(f"{name}: cannot build {arch['name']!r} with "
@@ -179,8 +193,8 @@ def _meta_model(arch: dict, name: str):
     return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
 
 
-def decode_bytes(buf: bytes, name: str = "<bytes>"):
-    """The stage file stored in the bytes of a .dc file."""
+def decode_bytes(buf: bytes, name: str = "<bytes>", template: torch.nn.Module | None = None):
+    """The stage file stored in the bytes of a .dc file (``template``: see :func:`read_dc`)."""
     hlen, dlen = _prefix(buf, name)
     h = _header(buf[PREFIX.size:PREFIX.size + hlen], name)
     data = memoryview(buf)[PREFIX.size + hlen:PREFIX.size + hlen + dlen]
@@ -198,7 +212,8 @@ def decode_bytes(buf: bytes, name: str = "<bytes>"):
         raise InvalidOffsetError(f"{name}: sections cover {offset} of {dlen} data bytes")
     if names != sorted(set(names)):
         raise HeaderError(f"{name}: tensors must be sorted by name, each once")
-    model = _meta_model(h["arch"], name)
+    model = _meta_model(h["arch"], name) if template is None else \
+        {k: (tuple(v.shape), v.dtype) for k, v in template.state_dict().items()}
     required = {k for k in model if not k.endswith("num_batches_tracked")}
     missing, unknown = sorted(required - set(names)), sorted(set(names) - set(model))
     if missing or unknown:
@@ -264,7 +279,8 @@ def decode_bytes(buf: bytes, name: str = "<bytes>"):
         stats = {t["name"]: _stats(t, jobs, slots, streams) for t in h["tensors"]
                  if t["kind"] != "dense"}
         complete_record(rec, len(buf), parts, stats)
-    return StageFile(h["arch"], h["data"], {k: state[k] for k in order}, masks, quant, history)
+    return StageFile(h["arch"], h["data"], {k: state[k] for k in order}, masks, quant, history,
+                     template=template)
 
 
 def _stats(t, jobs, slots, streams) -> dict:

@@ -263,7 +263,7 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     history = round_floats(jsonable(list(sf.history) + [record]))
     buf = pack(sf.arch, sf.data, history, tensors)
     from .decode import decode_bytes      # the record as any reader sees it, and a round trip
-    return buf, decode_bytes(buf).history[-1]
+    return buf, decode_bytes(buf, template=sf.template).history[-1]
 
 
 def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> dict:

@@ -21,6 +21,10 @@ class CheckpointError(DeepcompError):
     """A checkpoint or stage file that cannot be read or does not fit the architecture."""
 
 
+class OutputError(DeepcompError):
+    """An output file that cannot be written (a missing or read-only folder, a directory)."""
+
+
 class UnknownModelError(UsageError):
     """A model name the registry does not know, or a model reference that cannot be imported."""
 

@@ -45,12 +45,13 @@ def _check_model_arg(path: str, sf: StageFile, model: str | None, model_kwargs) 
 
 
 def load_stage(path: str, model: str | None = None, data: dict | None = None,
-               model_kwargs: dict | None = None) -> StageFile:
+               model_kwargs: dict | None = None, template=None) -> StageFile:
     """Read a stage file, a ``.dc`` file, or a foreign checkpoint (which needs ``model``: a
     registry name or a ``module:factory`` reference, built with ``model_kwargs``).
 
     Naming ``model`` is what allows a reference to be imported (deepcomp.models); for a file
-    that names its own architecture, ``model`` must be that one."""
+    that names its own architecture, ``model`` must be that one. ``template``: the user's own
+    module (Python API), which models are built from instead of the recorded architecture."""
     if model is not None and is_reference(model):
         allow_reference(model)
     if not os.path.isfile(path):
@@ -59,12 +60,13 @@ def load_stage(path: str, model: str | None = None, data: dict | None = None,
         head = f.read(len(DC_MAGIC))
     if head == DC_MAGIC:
         from .decode import read_dc
-        return _check_model_arg(path, read_dc(path), model, model_kwargs)
+        return _check_model_arg(path, read_dc(path, template), model, model_kwargs)
     obj = _torch_load(path)
     if isinstance(obj, dict) and obj.get("format") == STAGE_FORMAT:
         sf = StageFile(obj["arch"], obj["data"], obj["state_dict"], obj.get("masks", {}),
                        obj.get("quant", {}), obj.get("history", []))
         _check_model_arg(path, sf, model, model_kwargs)
+        sf.template = template
         sf.build_model()   # validates that the weights fit the architecture
         return sf
     if model is None:

@@ -19,6 +19,7 @@ from .errors import DeepcompError
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize
 from .loading import load_stage
+from .sizes import format_ratio
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
@@ -26,12 +27,14 @@ __all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "ver
            "train_baseline"]
 
 
-def train_baseline(model: str, data: Dataset, cfg: TrainConfig) -> StageFile:
-    """Train registry model ``model`` from scratch on ``data``: the baseline stage file, whose
-    record keeps the training config, the test metrics, the sizes and the wall time."""
+def train_baseline(model: str, data: Dataset, cfg: TrainConfig,
+                   model_kwargs: dict | None = None) -> StageFile:
+    """Train ``model`` (a registry name or a ``module:factory`` reference, built with
+    ``model_kwargs``) from scratch on ``data``: the baseline stage file, whose record keeps the
+    training config, the test metrics, the sizes and the wall time."""
     from .models import create
     from .sizes import stage_sizes
-    arch = arch_for(model, data.meta())
+    arch = arch_for(model, data.meta(), model_kwargs)
     torch.manual_seed(cfg.seed)
     net = create(arch["name"], **arch["kwargs"])
     t0 = time.perf_counter()
@@ -64,11 +67,11 @@ def _key(cfg, upstream: StageFile) -> str:
     return json.dumps([strip(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
 
 
-def _resume(path: str, key: str, log) -> StageFile | None:
+def _resume(path: str, key: str, log, template=None) -> StageFile | None:
     if not os.path.exists(path):
         return None
     try:
-        sf = load_stage(path)
+        sf = load_stage(path, template=template)
     except DeepcompError:
         return None
     if sf.history and sf.history[-1].get("pipeline_key") == key:
@@ -107,7 +110,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     teacher = sf.build_model() if distill else None
 
     key = _key(cfg.prune, sf)
-    pruned = _resume(paths["pruned"], key, log)
+    pruned = _resume(paths["pruned"], key, log, sf.template)
     if pruned is None:
         log("== prune")
         ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
@@ -117,7 +120,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     key = _key(cfg.quantize, pruned)
-    quantized = _resume(paths["quantized"], key, log)
+    quantized = _resume(paths["quantized"], key, log, sf.template)
     if quantized is None:
         log("== quantize")
         ckpt = stage_checkpoint(paths["quantized"], "quantize", cfg.quantize, pruned, data,
@@ -133,7 +136,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         metrics = float16_metrics(quantized, data, cfg.prune.train.device)
     record = encode(quantized, out, cfg.encode, metrics)
     log("== decode and verify")
-    decoded = read_dc(out)
+    decoded = read_dc(out, quantized.template)
     if not cfg.encode.float16:
         verify(quantized, decoded)
     m = evaluate(decoded.build_model(), data, cfg.prune.train.device)
@@ -141,7 +144,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     if not cfg.encode.float16 and expect is not None and m["top1"] != expect:
         raise DeepcompError(f"verification failed: decoded top-1 {m['top1']} != {expect}")
     log(f"decoded {out}: every tensor equal, top-1 {m['top1']:.2f}% "
-        f"({record['sizes']['bytes']:,} bytes, {record['sizes']['ratio']:.1f}x)")
+        f"({record['sizes']['bytes']:,} bytes, {format_ratio(record['sizes']['ratio'])})")
     return [paths["pruned"], paths["quantized"], out]
 
 

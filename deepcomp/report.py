@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from .sizes import layer_sizes
+from .sizes import format_ratio, layer_sizes
 from .loading import load_stage
 from .stagefile import StageFile
 
@@ -140,7 +140,7 @@ def _fmt(key, v) -> str:
     if key in ("nonzero", "kept"):
         return f"{100 * v:.2f}%"
     if key in ("ratio", "rate_pq", "rate_pqh"):
-        return f"{v:.1f}x"
+        return format_ratio(v)
     if key in ("top1", "top5"):
         return f"{v:.2f}"
     if key == "delta_top1":

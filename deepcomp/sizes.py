@@ -16,7 +16,13 @@ import numpy as np
 
 from .sparse import as_2d, default_index_bits, entries, is_prunable_weight
 
-__all__ = ["dense_bytes", "layer_sizes", "stage_sizes"]
+__all__ = ["dense_bytes", "layer_sizes", "stage_sizes", "format_ratio"]
+
+
+def format_ratio(ratio: float) -> str:
+    """``12.3x``; a ratio below 1 (a file larger than the dense model) keeps two decimals, so
+    it never reads as 1.0x."""
+    return f"{ratio:.1f}x" if ratio >= 1 else f"{ratio:.2f}x"
 
 
 def dense_bytes(state_dict: dict) -> int:

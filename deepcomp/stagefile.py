@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 from .models import allow_reference, create, factory_accepts, is_reference, model_info
 
 __all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", "atomic_write",
@@ -72,6 +72,8 @@ class StageFile:
         architecture recorded as the reference ``module:Class`` for files written from it."""
         cls_ = type(model)
         ref = f"{cls_.__module__}:{cls_.__qualname__}"
+        if "<" not in ref:           # the user handed us the module: its class may be imported
+            allow_reference(ref)
         meta = data or {"spec": "", "mean": [], "std": [], "input_size": [], "classes": [],
                         "augment": "none"}
         return cls.from_model(model, {"name": ref, "kwargs": {}}, meta, template=model)
@@ -127,10 +129,32 @@ def atomic_write(path: str, write) -> None:
     dist.barrier()
 
 
+def check_writable(path: str) -> None:
+    """Raise :class:`OutputError` naming ``path`` unless it could be written now: its folder (or
+    the nearest existing one above it) takes a new file. Writes and removes a probe file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise OutputError(f"cannot write {path}: {folder} is not a directory")
+        folder = os.path.dirname(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def _write_atomically(path: str, write) -> None:
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -105,11 +105,17 @@ def _factory(ref: str) -> Callable[..., nn.Module]:
 
 
 def factory_accepts(ref: str, arg: str) -> bool:
-    """Whether the factory of an allowed reference names keyword ``arg`` in its signature."""
+    """Whether the factory of an allowed reference takes keyword ``arg``: it names it, or it
+    takes ``**kwargs`` and ``arg`` is ``num_classes`` or ``in_chans`` (the convention of timm's
+    factories, ``resnet18(pretrained=False, **kwargs)``)."""
     try:
-        return arg in inspect.signature(_factory(ref)).parameters
+        params = inspect.signature(_factory(ref)).parameters
     except (TypeError, ValueError):
         return False
+    if arg in params:
+        return True
+    return arg in ("num_classes", "in_chans") and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def create(name: str, **kwargs) -> nn.Module:
