@@ -61,3 +61,62 @@ def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "deepcomp", "models", "resnet2*"],
                        capture_output=True, text=True, check=True)
     assert "resnet20" in r.stdout and "269,722" in r.stdout
+
+
+@pytest.fixture
+def files(tmp_path, trained_lenet):
+    """A baseline stage file, its dense .dc, and a text file that is not a checkpoint."""
+    from deepcomp.encode import encode
+    from deepcomp.stagefile import save_stage
+    save_stage(tmp_path / "lenet.pt", trained_lenet)
+    encode(trained_lenet, str(tmp_path / "full.dc"))
+    (tmp_path / "notckpt.pt").write_text("not a checkpoint\n")
+    (tmp_path / "afile").write_text("")
+    os.chdir(tmp_path)
+    return tmp_path
+
+
+NO_OPS = [   # each once exited 0 having ignored what it was told (issue 12), or failed late
+    (["prune", "lenet.pt", "--sparsity", "0.5", "-o", "y.pt"], 2, "--sparsity does not apply"),
+    (["prune", "lenet.pt", "--method", "global", "--sparsity", "1.5", "-o", "y.pt"], 2,
+     "out of range"),
+    (["prune", "lenet.pt", "--method", "global", "--sensitivity", "1", "-o", "y.pt"], 2,
+     "--sensitivity does not apply"),
+    (["prune", "lenet.pt", "--min-keep", "0.1", "-o", "y.pt"], 2, "--min-keep does not apply"),
+    (["prune", "lenet.pt", "--mask-every", "5", "-o", "y.pt"], 2, "--mask-every does not apply"),
+    (["prune", "lenet.pt", "--distill-temperature", "2", "-o", "y.pt"], 2, "distillation is off"),
+    (["prune", "lenet.pt", "--retrain-epochs", "0", "--momentum", "0.5", "-o", "y.pt"], 2,
+     "nothing is trained"),
+    (["quantize", "lenet.pt", "--finetune-epochs", "0", "--finetune-lr", "0.1", "-o", "y.pt"], 2,
+     "--finetune-lr does not apply"),
+    (["eval", "lenet.pt", "--model", "resnet20"], 2, "--model resnet20 does not apply"),
+    (["encode", "lenet.pt", "--index-bits", "0", "-o", "y.pt"], 2, "no pruned layer"),
+    (["encode", "lenet.pt", "--data", "digits", "-o", "y.pt"], 2, "--data does not apply"),
+    (["report", "lenet.pt", "--layer", "fc1"], 2, "--layer does not apply"),
+    (["decode", "full.dc", "-o", "full.dc"], 2, "is an input of this command"),
+    (["prune", "lenet.pt", "-o", "lenet.pt"], 2, "give --force"),
+    (["prune", "lenet.pt", "-o", "/proc/y.pt"], 1, "cannot write /proc/y.pt"),
+    (["prune", "lenet.pt", "-o", "afile/y.pt"], 1, "cannot write afile/y.pt"),
+    (["eval", "notckpt.pt", "--model", "lenet300"], 1, "not a torch.save file"),
+    (["prune", "lenet.pt", "--spars", "0.5", "-o", "y.pt"], 2, "unrecognized arguments: --spars"),
+]
+
+
+@pytest.mark.parametrize("argv,code,msg", NO_OPS, ids=[" ".join(c[0][:4]) for c in NO_OPS])
+def test_nothing_is_silently_ignored(files, capsys, argv, code, msg):
+    before = {p.name: p.stat().st_mtime_ns for p in files.iterdir()}
+    c, out, err = run(capsys, *argv)
+    assert (c, err.count("\n")) == (code, 1) and msg in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in files.iterdir()} == before   # nothing written
+
+
+def test_force_allows_writing_over_the_input(files, capsys):
+    c, _, err = run(capsys, "decode", "full.dc", "-o", "full.dc", "--force")
+    assert c == 0, err
+    assert torch.load("full.dc", weights_only=True).keys() == \
+        torch.load("lenet.pt", weights_only=True)["state_dict"].keys()
+
+
+def test_a_file_larger_than_the_dense_model_says_so(files, capsys):
+    c, out, _ = run(capsys, "encode", "lenet.pt", "-o", "dense.dc")
+    assert c == 0 and "x LARGER than" in out and "smaller" not in out.splitlines()[0]
