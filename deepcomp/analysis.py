@@ -14,6 +14,7 @@ from .data import Dataset
 from .errors import UsageError
 from .prune import (METHODS, MaskKeeper, PruneConfig, apply_masks, compute_masks,
                     prunable_names, sparsity_of)
+from .allocate import allocate_from_scan, sample_split, scan_sparsity
 from .stagefile import StageFile
 from .train import TrainConfig, evaluate, fit
 
@@ -92,12 +93,14 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
     """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
 
     For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
-    methods are compared at equal sparsity. Returns rows of plain dicts.
+    methods are compared at equal sparsity; ``sensitivity`` scans the layers once, on a sample of
+    training images (deepcomp.allocate), and allocates each target from that scan. Returns rows
+    of plain dicts.
     """
     base = sf.build_model()
     names = prunable_names(base)
     weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
-    rows = []
+    rows, scan = [], None
     for method in methods:
         if method not in METHODS:
             raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
@@ -109,6 +112,10 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
                 masks, _ = compute_masks(weights, "std", {n: q for n in names})
             elif method in ("global", "lamp"):
                 masks, _ = compute_masks(weights, method, s, min_keep=min_keep)
+            elif method == "sensitivity":
+                scan = scan or scan_sparsity(base, sample_split(data, PruneConfig.scan_images),
+                                             names, min_keep=min_keep, device=device, log=log)
+                masks, _ = compute_masks(weights, "layer", allocate_from_scan(scan, s))
             else:
                 masks, _ = compute_masks(weights, "layer", {n: s for n in names})
             apply_masks(model, masks)

@@ -72,15 +72,19 @@ def add_device_arg(p):
 
 def add_prune_args(p):
     """The options of PruneConfig (``deepcomp prune`` and ``compress``)."""
-    p.add_argument("--method", default="std", choices=["std", "global", "layer", "lamp"],
+    p.add_argument("--method", default="std",
+                   choices=["std", "global", "layer", "lamp", "sensitivity"],
                    help="std: threshold = s x std of each layer (default); global: one threshold "
                         "for a target sparsity; layer: a target sparsity per layer; lamp: one "
-                        "threshold on layer-adaptive scores (Lee et al. 2021)")
+                        "threshold on layer-adaptive scores (Lee et al. 2021); sensitivity: "
+                        "per-layer sparsities from a scan of each layer, least loss for the "
+                        "target")
     p.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
                    help="std method: quality parameter, one value or per layer with globs, "
                         "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
     p.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...",
-                   help="global: fraction of weights to prune; layer: per-layer fractions, "
+                   help="global, lamp, sensitivity: fraction of all weights to prune; layer: "
+                        "per-layer fractions, "
                         "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
     p.add_argument("--iterations", type=int, default=1,
                    help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
@@ -91,7 +95,8 @@ def add_prune_args(p):
     from .prune import PruneConfig
     d = PruneConfig()
     p.add_argument("--min-keep", type=float, default=d.min_keep,
-                   help="global, lamp: every layer keeps at least this share of its weights "
+                   help="global, lamp, sensitivity: every layer keeps at least this share of "
+                        "its weights "
                         "(default: %(default)s)")
     p.add_argument("--gradual", action="store_true",
                    help="prune during retraining, along a cubic ramp (Zhu & Gupta 2017)")
@@ -104,9 +109,10 @@ def add_prune_args(p):
 
 def add_quantize_args(p):
     """The codebook options of QuantizeConfig (``deepcomp quantize`` and ``compress``)."""
-    p.add_argument("--bits", default=None, metavar="B|PAT=B,...",
+    p.add_argument("--bits", default=None, metavar="B|PAT=B,...|auto:MEAN",
                    help="bits per weight (2**bits shared values), one value or per layer with "
-                        "globs, e.g. '*=5,conv*=8' (default: the paper's 8 conv, 5 fc)")
+                        "globs, e.g. '*=5,conv*=8'; auto:4 chooses each layer's bits from a "
+                        "sensitivity scan, 4 on average (default: the paper's 8 conv, 5 fc)")
     p.add_argument("--init", default="linear", choices=["linear", "density", "forgy"],
                    help="centroid initialisation (default: linear, the paper's best)")
 
@@ -520,7 +526,7 @@ def _not_applying(a):
         else:
             yield "sensitivity", f"--method {m} prunes to --sparsity; --sensitivity is for std"
         if m in ("std", "layer"):
-            yield "min_keep", f"the per-layer floor is for --method global and lamp, not {m}"
+            yield "min_keep", f"the per-layer floor is for --method global, lamp and sensitivity, not {m}"
         if not a.gradual:
             yield "mask_every", "it sets the --gradual schedule, and --gradual is not given"
             yield "ramp_fraction", "it sets the --gradual schedule, and --gradual is not given"
@@ -602,7 +608,7 @@ def _p_sensitivity(s):
 def _p_sweep(s):
     _add_analysis_args(s, "0:0.95:0.05", "sparsities to visit")
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
-                   "std, global, layer, lamp (default: %(default)s)")
+                   "std, global, layer, lamp, sensitivity (default: %(default)s)")
     s.add_argument("--retrain-epochs", type=int, default=0,
                    help="short retraining at every point (default: 0, none)")
     s.add_argument("--retrain-lr", type=float, default=None,

@@ -50,7 +50,10 @@ def _finetune_default() -> TrainConfig:
 @dataclass
 class QuantizeConfig:
     """Options of :func:`quantize`; the defaults are the paper's (section 3, Figure 8)."""
-    bits: str | int | None = None   # None: 8 conv, 5 fc (paper, sec. 3); or '*=5,conv*=8'
+    # None: 8 conv, 5 fc (paper, sec. 3); or '*=5,conv*=8'; or 'auto:4': per-layer bits from a
+    # sensitivity scan, 4 on average over the kept weights (deepcomp.allocate)
+    bits: str | int | None = None
+    scan_images: int = 1000         # auto bits: training images the scan evaluates on
     init: str = "linear"            # linear | density | forgy; linear: the paper's best (Fig. 8)
     finetune: TrainConfig = field(default_factory=_finetune_default)  # epochs=0: none
     seed: int = 0                   # forgy's draw
@@ -265,6 +268,27 @@ def layer_bits(state_dict: dict, bits=None, aliases=()) -> dict[str, int]:
                            f"1 to {MAX_BITS} bits", default=paper)
 
 
+def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases) -> dict:
+    """``bits='auto:B'``: per-layer bits from a sensitivity scan (deepcomp.allocate), B on
+    average over the kept weights."""
+    from .allocate import allocate_bits, sample_split
+    try:
+        target = float(str(cfg.bits).partition(":")[2])
+    except ValueError:
+        raise UsageError(f"--bits: expected auto:MEAN (e.g. auto:4), got {cfg.bits!r}") from None
+    if data is None:
+        raise UsageError("--bits auto measures every layer: it needs data")
+    names = layer_bits(sf.state_dict, None, aliases)
+
+    def quantizer(values: torch.Tensor, b: int) -> torch.Tensor:
+        c, labels, _ = kmeans_1d(values.double().numpy(), 2 ** b, cfg.init, cfg.seed,
+                                 cfg.max_iter, cfg.tol)
+        return torch.from_numpy(c[labels]).float()
+    sample = sample_split(data, cfg.scan_images, cfg.finetune.seed)
+    return allocate_bits(sf.build_model(), sample, {n: _kept(sf, n) for n in names}, target,
+                         quantizer, cfg.finetune.device, log=lambda *a: None)
+
+
 def _kept(sf: StageFile, name: str) -> torch.Tensor:
     mask = sf.masks.get(name)
     return mask.bool() if mask is not None else sf.state_dict[name] != 0
@@ -288,7 +312,10 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
     sf = as_stage(sf, data)
     t0 = time.perf_counter()
     aliases = sf.aliases()
-    bits = layer_bits(sf.state_dict, config.bits, aliases)
+    if str(config.bits).startswith("auto"):
+        bits = _auto_bits(sf, data, config, aliases)
+    else:
+        bits = layer_bits(sf.state_dict, config.bits, aliases)
     state = {k: v.clone() for k, v in sf.state_dict.items()}
     quant, layers = {}, {}
     for name, b in bits.items():

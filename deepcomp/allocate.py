@@ -1,0 +1,180 @@
+"""Per-layer sparsity and bits chosen from sensitivity, as the paper chose its thresholds.
+
+Han et al. (2015, section 4; Deep Compression, Figs. 5-6) scan how the accuracy of the network
+falls as each layer alone is pruned, and choose each layer's setting from its curve: sensitive
+layers (the first convolution, the classifier) keep more. Here the choice is automatic, for one
+global target: every layer's loss curve is measured on a seeded sample of *training* images
+(never the test set), and the target is met by repeatedly taking the step that raises the loss
+least per unit saved (one layer to its next sparsity, or one bit fewer for one layer). That is
+the marginal-cost rule, optimal when the curves are convex and the layers' effects add; the
+curves are made non-decreasing first, so noise cannot make a step look free.
+
+- :func:`allocate_sparsity`: per-layer sparsities whose weighted mean is the global target,
+  exactly (the last step taken is interpolated), each layer keeping at least ``min_keep``.
+- :func:`allocate_bits`: per-layer bits (2 to 8) whose mean over the kept weights is at most the
+  target.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .data import Dataset
+from .errors import UsageError
+from .train import evaluate
+
+__all__ = ["SPARSITY_GRID", "sample_split", "SparsityScan", "scan_sparsity", "allocate_from_scan",
+           "allocate_sparsity", "allocate_bits"]
+
+# Sparsities visited per layer: coarse where layers rarely suffer, finer near the top.
+SPARSITY_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def sample_split(data: Dataset, images: int, seed: int = 0) -> Dataset:
+    """``data`` with its evaluation split replaced by ``images`` training images, drawn with
+    ``seed``: the scans measure on it, so the test set stays unseen by every choice."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train_y), generator=g)[:images]
+    return replace(data, test_x=data.train_x[idx], test_y=data.train_y[idx])
+
+
+def _greedy(costs: dict, gains: dict, need: float) -> tuple[dict, tuple | None]:
+    """Levels per layer that save ``need``: ``costs[n][j]`` is the loss at level j of layer n
+    (level 0: as it is), ``gains[n][j]`` what level j saves (increasing). Takes the cheapest next
+    step per unit saved, one at a time. Returns the levels and, for the step that crossed
+    ``need``, ``(name, fraction of that step needed)``."""
+    level = {n: 0 for n in costs}
+    heap = []
+
+    def push(n):
+        j = level[n] + 1
+        if j < len(costs[n]):
+            step = gains[n][j] - gains[n][j - 1]
+            rise = max(costs[n][j] - costs[n][j - 1], 0.0)
+            heapq.heappush(heap, (rise / step if step > 0 else math.inf, n, j))
+    for n in costs:
+        push(n)
+    saved = 0.0
+    while saved < need:
+        if not heap:
+            raise UsageError(f"the target cannot be reached: at most {saved:,.0f} of "
+                             f"{need:,.0f} can be saved within the layers' limits")
+        _, n, j = heapq.heappop(heap)
+        step = gains[n][j] - gains[n][j - 1]
+        if saved + step >= need:
+            return level, (n, (need - saved) / step)
+        saved += step
+        level[n] = j
+        push(n)
+    return level, None
+
+
+def _non_decreasing(values: list[float]) -> list[float]:
+    out, top = [], -math.inf
+    for v in values:
+        top = max(top, v)
+        out.append(top)
+    return out
+
+
+@torch.no_grad()
+def _loss_with(model: nn.Module, param: nn.Parameter, value: torch.Tensor, data: Dataset,
+               device) -> float:
+    """The loss of ``model`` on ``data`` with ``param`` set to ``value`` (then restored)."""
+    saved = param.detach().clone()
+    param.copy_(value)
+    try:
+        return evaluate(model, data, device)["loss"]
+    finally:
+        param.copy_(saved)
+
+
+@dataclass
+class SparsityScan:
+    """Each layer's loss (made non-decreasing) at each sparsity it was scanned at, the first
+    being its sparsity as it is; and its weight count."""
+    losses: dict
+    sparsities: dict
+    sizes: dict
+
+
+def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict | None = None,
+                  min_keep: float = 0.01, device="auto", log=print) -> SparsityScan:
+    """Each layer of ``names`` alone pruned by magnitude to each of :data:`SPARSITY_GRID` (up to
+    ``1 - min_keep``), its loss on ``data`` (use :func:`sample_split`). Already-pruned weights
+    (``masks``) stay pruned."""
+    from .prune import compute_masks, sparsity_of
+    masks = masks or {}
+    params = dict(model.named_parameters())
+    base = evaluate(model, data, device)["loss"]
+    scan = SparsityScan({}, {}, {})
+    for n in names:
+        w = params[n].detach()
+        now = sparsity_of(masks, [n]) if n in masks else 0.0
+        grid = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
+        curve = [base]
+        for s in grid[1:]:
+            m, _ = compute_masks({n: w}, "layer", {n: s}, prev=masks)
+            curve.append(_loss_with(model, params[n], w * m[n].to(w.device), data, device))
+        scan.losses[n], scan.sparsities[n], scan.sizes[n] = _non_decreasing(curve), grid, w.numel()
+        log(f"  {n:32s} loss " + " ".join(f"{v:.3f}" for v in curve))
+    return scan
+
+
+def allocate_from_scan(scan: SparsityScan, target: float) -> dict[str, float]:
+    """Per-layer sparsities whose overall sparsity is ``target``, with the least loss by the
+    marginal-cost rule; the last step taken is interpolated, so the target is met exactly."""
+    levels, n_all = scan.sparsities, scan.sizes
+    gains = {n: [s * n_all[n] for s in levels[n]] for n in levels}
+    need = target * sum(n_all.values()) - sum(g[0] for g in gains.values())
+    if need <= 0:
+        return {n: levels[n][0] for n in levels}
+    level, partial = _greedy(scan.losses, gains, need)
+    out = {n: levels[n][level[n]] for n in levels}
+    if partial:
+        n, frac = partial
+        lo, hi = levels[n][level[n]], levels[n][level[n] + 1]
+        out[n] = lo + frac * (hi - lo)
+    return out
+
+
+def allocate_sparsity(model: nn.Module, data: Dataset, names: list[str], target: float,
+                      masks: dict | None = None, min_keep: float = 0.01, device="auto",
+                      log=print) -> dict[str, float]:
+    """:func:`scan_sparsity`, then :func:`allocate_from_scan` for ``target``."""
+    return allocate_from_scan(scan_sparsity(model, data, names, masks, min_keep, device, log),
+                              target)
+
+
+def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor], target: float,
+                  quantizer, device="auto", log=print) -> dict[str, int]:
+    """Bits per layer (``kept``: name -> bool mask of the weights that are stored) whose mean
+    over the kept weights is at most ``target``, from each layer's loss on ``data`` as it alone
+    is quantized to each bit width; ``quantizer(values, bits)`` returns the quantized values."""
+    if not MIN_BITS <= target <= MAX_BITS:
+        raise UsageError(f"--bits auto: the mean must be in [{MIN_BITS}, {MAX_BITS}], got {target}")
+    top = min(MAX_BITS, math.ceil(target) + 2)      # more is never chosen at this mean
+    params = dict(model.named_parameters())
+    costs, gains = {}, {}
+    for n, keep in kept.items():
+        w = params[n].detach()
+        curve = []
+        for b in range(top, MIN_BITS - 1, -1):
+            q = w.clone()
+            q[keep] = quantizer(w[keep], b).to(w.dtype)
+            curve.append(_loss_with(model, params[n], q, data, device))
+        count = int(keep.sum())
+        costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
+        log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
+    need = (top - target) * sum(int(k.sum()) for k in kept.values())
+    if need <= 0:
+        return {n: top for n in kept}
+    level, partial = _greedy(costs, gains, need)
+    if partial:                 # whole bits only: take the crossing step, the mean goes under
+        level[partial[0]] += 1
+    return {n: top - level[n] for n in kept}
