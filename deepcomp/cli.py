@@ -430,6 +430,36 @@ def cmd_sweep(a):
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
+def cmd_export(a):
+    from .export import to_onnx
+    r = to_onnx(a.input, a.output, model=a.model, opset=a.opset, batch=a.batch,
+                check=not a.no_check)
+    shape = "x".join(str(n) if n != "batch" else "N" for n in r["input_shape"])
+    check = (f"; onnxruntime agrees with PyTorch to {r['max_abs_diff']:.1e} (max abs difference "
+             f"on {r['check_batch']} random inputs)" if r["max_abs_diff"] is not None else "")
+    print(f"{a.input} -> {r['path']}: ONNX opset {r['opset']}, input {shape}, dense float32 "
+          f"weights, {r['bytes']:,} bytes{check}")
+
+
+def _add_export_parser(sub):
+    from .export import DEFAULT_OPSET
+    s = sub.add_parser("export", help=f"the decoded model as an ONNX file: dense float32 "
+                       f"weights, opset {DEFAULT_OPSET} unless --opset says (needs "
+                       "deepcomp[onnx])")
+    s.add_argument("input", help=".dc file or stage file of any stage, or a checkpoint with "
+                   "--model")
+    s.add_argument("--model", help="architecture of a checkpoint that does not name one")
+    s.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help="ONNX opset version (default: %(default)s)")
+    s.add_argument("--batch", type=int, default=None,
+                   help="fixed batch size (default: a dynamic batch axis)")
+    s.add_argument("--no-check", action="store_true",
+                   help="write without running the file in onnxruntime against PyTorch "
+                        "(default: check, and refuse a difference over 1e-4)")
+    s.set_defaults(fn=cmd_export)
+
+
 def build_parser():
     p = _Parser(prog="deepcomp", description="Deep Compression for PyTorch models: prune, "
                 "quantize, Huffman-encode, decode, report.")
@@ -557,6 +587,7 @@ def build_parser():
     s.add_argument("-o", "--output", required=True, help="checkpoint to write (torch.save)")
     s.set_defaults(fn=cmd_decode)
 
+    _add_export_parser(sub)
     return p
 
 
