@@ -18,9 +18,12 @@ raises :class:`MissingDependencyError` (one line, no traceback from the CLI).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import sys
+import tempfile
 import warnings
 
 import torch
@@ -106,12 +109,33 @@ def _export_bytes(net: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bo
     buf = io.BytesIO()
     kw = {"dynamo": False} if _has_dynamo_flag() else {}
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with warnings.catch_warnings():        # the exporter's deprecation and constant-folding notes
+    logging = torch._C._jit_is_onnx_log_enabled()
+    # The exporter's deprecation and constant-folding notes are warnings; on failure it also
+    # writes the whole TorchScript graph to the C++ stdout (torch 2.13 turns its log on for every
+    # export): both stay out of the command's output.
+    with warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), buf, input_names=["input"], output_names=["logits"],
-                          opset_version=opset, dynamic_axes=axes, do_constant_folding=True,
-                          **kw)
+        try:
+            torch.onnx.export(net, (x,), buf, input_names=["input"], output_names=["logits"],
+                              opset_version=opset, dynamic_axes=axes, do_constant_folding=True,
+                              **kw)
+        finally:
+            torch._C._jit_set_onnx_log_enabled(logging)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send file descriptor 1 to a discarded file, C++ writes included."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _has_dynamo_flag() -> bool:
@@ -165,6 +189,7 @@ def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT
         blob = _export_bytes(net, x, opset, dynamic_batch=batch is None)
     except Exception as e:          # torch's own errors span many lines: keep the first
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split("[Caused by")[0].strip()[:200]
         raise ExportError(f"cannot export {sf.arch['name']} to ONNX opset {opset}: "
                           f"{first}") from None
 

@@ -200,3 +200,14 @@ def test_no_check_needs_no_onnxruntime(tmp_path, capsys, monkeypatch):
     out = tmp_path / "m.onnx"
     c, stdout, _ = run(capsys, "export", SHIPPED, "-o", str(out), "--no-check")
     assert c == 0 and out.exists() and "agrees" not in stdout
+
+
+@needs_onnx
+def test_exporter_failure_is_one_line_without_its_graph_dump(tmp_path, capfd):
+    save_stage(tmp_path / "r20.pt", calibrated("resnet20"))
+    code = main(["export", str(tmp_path / "r20.pt"), "-o", str(tmp_path / "m.onnx"),
+                 "--opset", "9"])                     # option-A shortcuts slice with steps: 10+
+    out, err = capfd.readouterr()
+    assert code == 1 and not out and not (tmp_path / "m.onnx").exists()
+    assert err == ("deepcomp export: error: cannot export resnet20 to ONNX opset 9: step!=1 is "
+                   "currently not supported\n")
