@@ -34,12 +34,14 @@ from .errors import DeepcompError, MissingDependencyError, UsageError
 from .models import is_reference, model_info
 from .stagefile import StageFile, as_stage, atomic_write
 
-__all__ = ["to_onnx", "DEFAULT_OPSET", "ExportError"]
+__all__ = ["to_onnx", "run_onnx", "DEFAULT_OPSET", "ExportError"]
 
 # ONNX opset 17 (ONNX 1.12, 2022): read by onnxruntime >= 1.13 and by the common mobile and
-# microcontroller converters; every operator of the registry's models has existed since opset 9.
+# microcontroller converters.
 DEFAULT_OPSET = 17
-MIN_OPSET = 9                     # Flatten on any axis, BatchNormalization without spatial flag
+# The oldest opset the TorchScript exporter writes: enough for the LeNets and ResNet-18/34/50;
+# the CIFAR ResNets' option-A shortcuts (strided slices) need 10.
+MIN_OPSET = 9
 # The check accepts |onnxruntime - PyTorch| <= ATOL x max(1, largest |logit|): float32 rounding
 # grows with the logits, which reach 1e9 in an untrained 110-layer ResNet (trained ones: ~10).
 ATOL = 1e-4
@@ -109,7 +111,9 @@ def _export_bytes(net: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bo
     buf = io.BytesIO()
     kw = {"dynamo": False} if _has_dynamo_flag() else {}
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    logging = torch._C._jit_is_onnx_log_enabled()
+    is_on = getattr(torch._C, "_jit_is_onnx_log_enabled", lambda: False)
+    set_log = getattr(torch._C, "_jit_set_onnx_log_enabled", lambda on: None)
+    logging = is_on()
     # The exporter's deprecation and constant-folding notes are warnings; on failure it also
     # writes the whole TorchScript graph to the C++ stdout (torch 2.13 turns its log on for every
     # export): both stay out of the command's output.
@@ -120,7 +124,7 @@ def _export_bytes(net: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bo
                               opset_version=opset, dynamic_axes=axes, do_constant_folding=True,
                               **kw)
         finally:
-            torch._C._jit_set_onnx_log_enabled(logging)
+            set_log(logging)
     return buf.getvalue()
 
 
@@ -198,7 +202,11 @@ def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT
     for k, v in _metadata(sf, src).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the ONNX graph of {sf.arch['name']} is not valid: "
+                          f"{str(e).strip().splitlines()[0][:200]}") from None
     blob = proto.SerializeToString()
 
     diff = None
@@ -207,7 +215,13 @@ def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT
         xs = torch.randn(n, *size, generator=gen)
         with torch.no_grad():
             want = net(xs).numpy()
-        got = run_onnx(blob, xs)
+        try:
+            got = run_onnx(blob, xs)
+        except DeepcompError:
+            raise
+        except Exception as e:       # onnxruntime's own errors: an operator it lacks, etc.
+            raise ExportError(f"onnxruntime cannot run the file: "
+                              f"{(str(e).strip().splitlines() or ['?'])[0][:200]}") from None
         diff = float(abs(got - want).max())
         limit = ATOL * max(1.0, float(abs(want).max()))
         if not diff <= limit:
