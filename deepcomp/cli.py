@@ -504,6 +504,33 @@ def cmd_sweep(a):
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
+def cmd_export(a):
+    from .export import to_onnx
+    r = to_onnx(a.input, a.output, model=a.model, opset=a.opset, batch=a.batch,
+                check=not a.no_check)
+    shape = "x".join(str(n) if n != "batch" else "N" for n in r["input_shape"])
+    check = (f"; onnxruntime agrees with PyTorch to {r['max_abs_diff']:.1e} (max abs difference "
+             f"on {r['check_batch']} random inputs)" if r["max_abs_diff"] is not None else "")
+    print(f"{a.input} -> {r['path']}: ONNX opset {r['opset']}, input {shape}, dense float32 "
+          f"weights, {r['bytes']:,} bytes{check}")
+
+
+def _p_export(s):
+    from .export import DEFAULT_OPSET
+    s.add_argument("input", help=".dc file or stage file of any stage, or a checkpoint with "
+                   "--model")
+    s.add_argument("--model", help=f"architecture of a checkpoint that does not name one: "
+                   f"{MODEL_HELP}")
+    s.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    s.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help="ONNX opset version (default: %(default)s)")
+    s.add_argument("--batch", type=int, default=None,
+                   help="fixed batch size (default: a dynamic batch axis)")
+    s.add_argument("--no-check", action="store_true",
+                   help="write without running the file in onnxruntime against PyTorch "
+                        "(default: check, and refuse a difference over 1e-4)")
+
+
 # --- options that do not apply -------------------------------------------------------------
 
 _TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "distill",
@@ -714,6 +741,8 @@ COMMANDS = {    # name: (help, handler, options)
     "demo": ("the whole pipeline on LeNet-300-100 and scikit-learn's digits: no download, "
              "no arguments", cmd_demo, _p_demo),
     "decode": ("a .dc file back to a plain state dict checkpoint", cmd_decode, _p_decode),
+    "export": ("the decoded model as an ONNX file: dense float32 weights (needs "
+               "deepcomp[onnx])", cmd_export, _p_export),
 }
 
 

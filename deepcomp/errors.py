@@ -33,6 +33,10 @@ class UntrustedModelError(UsageError):
     """A file names a ``module:factory`` model that the user has not named: not imported."""
 
 
+class MissingDependencyError(DeepcompError):
+    """An optional feature needs a package that is not installed (e.g. ``deepcomp[onnx]``)."""
+
+
 # --- the .dc file format (see docs/FORMAT.md) ---------------------------------------------
 
 class FormatError(DeepcompError):
