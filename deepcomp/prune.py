@@ -317,7 +317,6 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
     ``teacher``: the model to distil from when ``config.train.distill_weight > 0`` (default: the
     input model). ``checkpoint``: a :class:`deepcomp.resume.Checkpoint`; retraining saves to it
     every epoch and resumes from it."""
-    from . import resume as rs
     cfg = config or PruneConfig()
     _check(cfg, data)
     sf = as_stage(sf, data)
@@ -333,16 +332,11 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
         teacher = sf.build_model()
     params = dict(model.named_parameters())
     stds = {n: float(params[n].detach().float().std()) for n in names}
-    masks = {n: m.clone() for n, m in sf.masks.items() if n in params}
-    if cfg.gradual:          # the schedule updates every prunable layer's mask from the first step
-        masks = {n: masks.get(n, torch.ones_like(params[n], dtype=torch.bool)) for n in names}
+    masks = _input_masks(sf, cfg, params, names)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         masks, rounds, before = saved["masks"], saved["rounds"], saved["before"]
-        fs = saved["fit"]
-        log(f"resuming from {checkpoint.path}: round {saved['round']}/{cfg.iterations}, "
-            f"epoch {fs['epoch'] + 1 if fs['epoch'] < tcfg.epochs else tcfg.epochs}/{tcfg.epochs}"
-            + (f", step {fs['step']}" if fs["step"] else ""))
+        log(_resume_message(checkpoint, saved, cfg, tcfg))
     else:
         before = evaluate(model, data, tcfg.device) if data is not None else {}
         rounds = []
@@ -358,34 +352,84 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
                                log)
             masks, thresholds = rnd.pop("masks"), rnd.pop("thresholds")
         if data is not None and cfg.retrain_epochs > 0:
-            if cfg.gradual:
-                end = round(cfg.ramp_fraction * tcfg.epochs * _steps_per_epoch(data, tcfg.batch_size))
-                keeper = GradualPruner(model, masks, cfg.method, setting, stds, cfg.mask_every,
-                                       end, cfg.min_keep)
-            else:
-                keeper = MaskKeeper(model, masks)
-
-            def save(fit_state, k=k, rnd=rnd, keeper=keeper):
-                checkpoint.save({"round": k, "masks": keeper.cpu_masks(), "rounds": rounds,
-                                 "current": rnd, "before": before, "fit": fit_state})
-            try:
-                rnd["epochs"] = fit(model, data, tcfg, after_step=keeper, teacher=teacher,
-                                    desc=f"retrain {k}/{cfg.iterations}",
-                                    resume=saved["fit"] if resumed else None,
-                                    checkpoint=save if checkpoint is not None else None)
-            except rs.Stopped as e:
-                raise rs.Stopped(f"stopped at round {k}/{cfg.iterations}, {e}; run the same "
-                                 "command to resume", e.signum) from None
-            keeper.remove()
-            masks = keeper.cpu_masks()
+            keeper = _mask_keeper(model, masks, cfg, tcfg, setting, stds, data)
+            save = (_round_saver(checkpoint, k, keeper, rounds, rnd, before)
+                    if checkpoint is not None else None)
+            masks = _retrain_round(model, keeper, names, rnd, k, cfg, tcfg, data, teacher, log,
+                                   saved["fit"] if resumed else None, save)
             if cfg.gradual:
                 thresholds = keeper.thresholds
-                rnd["sparsity"] = sparsity_of(masks, names)
-            rnd["retrained"] = evaluate(model, data, tcfg.device)
-            log(f"iteration {k}/{cfg.iterations}: top-1 after retraining "
-                f"{rnd['retrained']['top1']:.2f}%" + (f" at sparsity {100 * rnd['sparsity']:.2f}%"
-                                                       if cfg.gradual else ""))
         rounds.append(rnd)
+    return _pruned_stage(sf, model, masks, thresholds, names, rounds, before, cfg, tcfg, data, t0)
+
+
+def _input_masks(sf: StageFile, cfg: PruneConfig, params: dict, names: list[str]) -> dict:
+    """The masks pruning starts from: copies of the input's. Gradual pruning gets one for every
+    prunable layer (all kept where the input has none): its schedule updates them all from the
+    first step."""
+    masks = {n: m.clone() for n, m in sf.masks.items() if n in params}
+    if cfg.gradual:
+        masks = {n: masks.get(n, torch.ones_like(params[n], dtype=torch.bool)) for n in names}
+    return masks
+
+
+def _resume_message(checkpoint, saved: dict, cfg: PruneConfig, tcfg: TrainConfig) -> str:
+    """The line that says where a resumed run goes on from."""
+    fs = saved["fit"]
+    return (f"resuming from {checkpoint.path}: round {saved['round']}/{cfg.iterations}, "
+            f"epoch {fs['epoch'] + 1 if fs['epoch'] < tcfg.epochs else tcfg.epochs}/{tcfg.epochs}"
+            + (f", step {fs['step']}" if fs["step"] else ""))
+
+
+def _mask_keeper(model, masks, cfg: PruneConfig, tcfg: TrainConfig, setting, stds,
+                 data: Dataset) -> MaskKeeper:
+    """What holds the masks during a round's retraining: a :class:`GradualPruner` that moves them
+    along the ramp over the first ``ramp_fraction`` of the steps, or a :class:`MaskKeeper`."""
+    if cfg.gradual:
+        end = round(cfg.ramp_fraction * tcfg.epochs * _steps_per_epoch(data, tcfg.batch_size))
+        return GradualPruner(model, masks, cfg.method, setting, stds, cfg.mask_every, end,
+                             cfg.min_keep)
+    return MaskKeeper(model, masks)
+
+
+def _round_saver(checkpoint, k: int, keeper: MaskKeeper, rounds: list, rnd: dict, before: dict):
+    """The ``checkpoint`` callback of round ``k``'s retraining: the state of the whole stage,
+    with the retraining's own (``fit``) state."""
+    def save(fit_state):
+        checkpoint.save({"round": k, "masks": keeper.cpu_masks(), "rounds": rounds,
+                         "current": rnd, "before": before, "fit": fit_state})
+    return save
+
+
+def _retrain_round(model, keeper: MaskKeeper, names, rnd: dict, k: int, cfg: PruneConfig,
+                   tcfg: TrainConfig, data: Dataset, teacher, log, fit_resume, save) -> dict:
+    """Retrain round ``k`` with ``keeper`` holding the masks (resuming from ``fit_resume``, saving
+    through ``save``); record the epochs, the sparsity (gradual) and the accuracy after it in
+    ``rnd``; return the masks. A stop signal raises :class:`resume.Stopped` naming the round."""
+    from . import resume as rs
+    try:
+        rnd["epochs"] = fit(model, data, tcfg, after_step=keeper, teacher=teacher,
+                            desc=f"retrain {k}/{cfg.iterations}", resume=fit_resume,
+                            checkpoint=save)
+    except rs.Stopped as e:
+        raise rs.Stopped(f"stopped at round {k}/{cfg.iterations}, {e}; run the same "
+                         "command to resume", e.signum) from None
+    keeper.remove()
+    masks = keeper.cpu_masks()
+    if cfg.gradual:
+        rnd["sparsity"] = sparsity_of(masks, names)
+    rnd["retrained"] = evaluate(model, data, tcfg.device)
+    log(f"iteration {k}/{cfg.iterations}: top-1 after retraining "
+        f"{rnd['retrained']['top1']:.2f}%" + (f" at sparsity {100 * rnd['sparsity']:.2f}%"
+                                               if cfg.gradual else ""))
+    return masks
+
+
+def _pruned_stage(sf: StageFile, model, masks, thresholds, names, rounds, before,
+                  cfg: PruneConfig, tcfg: TrainConfig, data: Dataset | None,
+                  t0: float) -> StageFile:
+    """The output StageFile: the pruned model, its masks, and the stage's record (per-layer
+    thresholds and sparsities, every round, accuracy before, after pruning and after retraining)."""
     model.cpu()
     out = StageFile.from_model(model, sf.arch, sf.data, masks={n: m.cpu() for n, m in masks.items()},
                                quant={}, history=list(sf.history), template=sf.template)

@@ -122,101 +122,140 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
     as a run that never stopped.
     """
     from . import resume as rs
-    device = resolve_device(cfg.device)
-    dist.setup(device)
-    device = _device_for_rank(device)
-    torch.manual_seed(cfg.seed)
-    model.to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    distill = teacher is not None and cfg.distill_weight > 0
-    if distill:
-        teacher.to(device).eval()
-    net = model
-    if dist.active():
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if cuda else None)
+    run = _Run(model, data, cfg, params, teacher)
+    history, first_epoch, first_step, sums = [], 0, 0, [0.0, 0, 0]
+    if resume is not None:
+        history, first_epoch, first_step, sums = run.restore(resume)
+    with rs.training():
+        for epoch in range(first_epoch, cfg.epochs):
+            skip = first_step if epoch == first_epoch else 0
+            history.append(run.epoch(epoch, skip, sums, history, after_step, desc, checkpoint))
+            if checkpoint is not None:
+                checkpoint(run.state(history, epoch + 1, 0, 0.0, 0, 0))
+    run.finish()
+    return history
+
+
+def _sgd(model: nn.Module, cfg: TrainConfig, params=None) -> torch.optim.SGD:
+    """SGD with momentum over ``params`` (default: the model's) that require grad; weight decay
+    on tensors of 2 or more dimensions only (weights and kernels, not biases or BatchNorm)."""
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=cfg.lr, momentum=cfg.momentum)
-    batches = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
-                      shuffle=True, augment=data.augment, seed=cfg.seed, device=device,
-                      rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
-                      channels_last=cuda)
-    steps = len(batches)
-    history, first_epoch, first_step, sums = [], 0, 0, [0.0, 0, 0]
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["rng"])
-        history, first_epoch, first_step = list(resume["history"]), resume["epoch"], resume["step"]
-        sums = list(resume["sums"])
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=cfg.lr, momentum=cfg.momentum)
 
-    def state(epoch, step, loss_sum, correct, seen):
-        return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+
+class _Run:
+    """One :func:`fit` run: the model on its device (under DistributedDataParallel when
+    torchrun started several ranks), the teacher, the optimizer and the training batches."""
+
+    def __init__(self, model: nn.Module, data: Dataset, cfg: TrainConfig, params,
+                 teacher: nn.Module | None):
+        device = resolve_device(cfg.device)
+        dist.setup(device)
+        self.device = device = _device_for_rank(device)
+        torch.manual_seed(cfg.seed)
+        model.to(device)
+        self.cuda = cuda = device.type == "cuda"
+        if cuda:
+            model.to(memory_format=torch.channels_last)
+        self.distill = teacher is not None and cfg.distill_weight > 0
+        if self.distill:
+            teacher.to(device).eval()
+        self.model, self.teacher, self.cfg = model, teacher, cfg
+        self.net = model
+        if dist.active():
+            self.net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if cuda else None)
+        self.opt = _sgd(model, cfg, params)
+        self.batches = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
+                               shuffle=True, augment=data.augment, seed=cfg.seed, device=device,
+                               rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
+                               channels_last=cuda)
+        self.steps = len(self.batches)
+
+    def restore(self, resume: dict):
+        """Load a :meth:`state` into the model, the optimizer and the RNG; return the history,
+        epoch, step and running sums (loss, correct, seen) to go on from."""
+        self.model.load_state_dict(resume["model"])
+        self.opt.load_state_dict(resume["optimizer"])
+        torch.set_rng_state(resume["rng"])
+        return list(resume["history"]), resume["epoch"], resume["step"], list(resume["sums"])
+
+    def state(self, history, epoch, step, loss_sum, correct, seen) -> dict:
+        """What a checkpoint holds to resume at ``step`` of ``epoch``."""
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
                 "history": list(history), "epoch": epoch, "step": step,
                 "sums": [float(loss_sum), int(correct), int(seen)]}
 
-    with rs.training():
-        for epoch in range(first_epoch, cfg.epochs):
-            model.train()
-            batches.set_epoch(epoch)
-            skip = first_step if epoch == first_epoch else 0
-            loss_sum = torch.tensor(sums[0] if skip else 0.0, device=device)
-            correct = torch.tensor(sums[1] if skip else 0, device=device, dtype=torch.long)
-            seen = sums[2] if skip else 0
-            bar = _Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
-            t0 = time.perf_counter()
-            for i, (x, y) in enumerate(batches):
-                if i < skip:            # a resumed epoch replays its batches up to where it stopped
-                    continue
-                signum = rs.stop_requested()
-                if signum:
-                    if checkpoint is not None:
-                        checkpoint(state(epoch, i, loss_sum.item(), correct.item(), seen))
-                    raise rs.Stopped(f"epoch {epoch + 1}, step {i}", signum)
-                lr = _lr_at(cfg, epoch + i / steps)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                    out = net(x)
-                    loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-                    if distill:
-                        with torch.no_grad():
-                            target = teacher(x)
-                        w = cfg.distill_weight
-                        loss = (1 - w) * loss + w * distill_loss(out, target,
-                                                                 cfg.distill_temperature)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if after_step is not None:
-                    after_step(epoch * steps + i + 1)
-                loss_sum += loss.detach() * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-                seen += len(y)
-                bar.update(i + 1, lambda: f"loss {loss_sum.item() / seen:.4f} "
-                                          f"acc {100 * correct.item() / seen:.2f}% lr {lr:.4g}")
-            stats = dist.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                                torch.tensor(float(seen), device=device)]))
-            rec = {"epoch": epoch + 1, "loss": (stats[0] / stats[2]).item(),
-                   "train_top1": (100 * stats[1] / stats[2]).item(),
-                   "seconds": time.perf_counter() - t0}
-            bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
-                                      f"({rec['seconds']:.1f}s)", final=True)
-            history.append(rec)
-            if checkpoint is not None:
-                checkpoint(state(epoch + 1, 0, 0.0, 0, 0))
-    if dist.active():   # BatchNorm statistics are per rank; take rank 0's, as DDP does each step
-        for b in model.buffers():
-            dist.broadcast(b, 0)
-    model.eval()
-    return history
+    def epoch(self, epoch, skip, sums, history, after_step, desc, checkpoint) -> dict:
+        """Train one epoch; return its record. A resumed epoch (``skip`` > 0) replays its batches
+        up to step ``skip`` without training on them and starts from the running ``sums``. A stop
+        signal saves a checkpoint at the next step and raises :class:`resume.Stopped`."""
+        from . import resume as rs
+        cfg, steps, device = self.cfg, self.steps, self.device
+        self.model.train()
+        self.batches.set_epoch(epoch)
+        loss_sum = torch.tensor(sums[0] if skip else 0.0, device=device)
+        correct = torch.tensor(sums[1] if skip else 0, device=device, dtype=torch.long)
+        seen = sums[2] if skip else 0
+        bar = _Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(self.batches):
+            if i < skip:            # a resumed epoch replays its batches up to where it stopped
+                continue
+            signum = rs.stop_requested()
+            if signum:
+                if checkpoint is not None:
+                    checkpoint(self.state(history, epoch, i, loss_sum.item(), correct.item(), seen))
+                raise rs.Stopped(f"epoch {epoch + 1}, step {i}", signum)
+            lr = _lr_at(cfg, epoch + i / steps)
+            out, loss = self.step(x, y, lr)
+            if after_step is not None:
+                after_step(epoch * steps + i + 1)
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.update(i + 1, lambda: f"loss {loss_sum.item() / seen:.4f} "
+                                      f"acc {100 * correct.item() / seen:.2f}% lr {lr:.4g}")
+        stats = dist.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                 torch.tensor(float(seen), device=device)]))
+        rec = {"epoch": epoch + 1, "loss": (stats[0] / stats[2]).item(),
+               "train_top1": (100 * stats[1] / stats[2]).item(),
+               "seconds": time.perf_counter() - t0}
+        bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
+                                  f"({rec['seconds']:.1f}s)", final=True)
+        return rec
+
+    def step(self, x, y, lr: float):
+        """One optimizer step at learning rate ``lr`` on batch ``(x, y)``: (outputs, loss).
+        On CUDA the forward pass runs in bfloat16 autocast."""
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            out = self.net(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            if self.distill:
+                with torch.no_grad():
+                    target = self.teacher(x)
+                w = cfg.distill_weight
+                loss = (1 - w) * loss + w * distill_loss(out, target, cfg.distill_temperature)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return out, loss
+
+    def finish(self) -> None:
+        """Leave the model in eval mode with rank 0's BatchNorm statistics on every rank (they
+        are per rank; DDP takes rank 0's at each step too)."""
+        if dist.active():
+            for b in self.model.buffers():
+                dist.broadcast(b, 0)
+        self.model.eval()
 
 
 @torch.no_grad()
