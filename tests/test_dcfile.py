@@ -148,6 +148,23 @@ def test_golden_bytes_match_the_byte_table():
     assert_same_stage(tiny_stage(), decode_bytes(buf))
 
 
+def test_the_tiny_file_table_in_format_md_is_the_golden_file():
+    """docs/FORMAT.md, "The tiny file": every row's bytes are the file's at that offset."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMAT.md")).read()
+    table = doc[doc.index("## The tiny file"):doc.index("## Why version 2")]
+    with open(GOLDEN, "rb") as f:
+        buf = f.read()
+    rows = re.findall(r"^\| (\d+) +\| `([0-9a-f ]+)` \|", table, re.M)
+    assert len(rows) >= 14
+    for offset, hexbytes in rows:
+        want = bytes.fromhex(hexbytes)
+        assert buf[int(offset):int(offset) + len(want)] == want, offset
+    header = re.search(r"```json\n(\{.*\})\n```", table).group(1)
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    assert inflate(buf[24:24 + hlen]).decode() == header
+
+
 def test_version_1_golden_file_still_decodes():
     """The committed version 1 file (docs/FORMAT.md, appendix) reads back exactly."""
     buf = v1_bytes()
