@@ -12,6 +12,7 @@ import math
 import struct
 import zlib
 
+import numpy as np
 import torch
 
 from .errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeError,
@@ -44,8 +45,10 @@ NARROWER = {"float32": ("float16",), "float64": ("float32", "float16"),
 KINDS = ("dense", "sparse", "quantized", "quantized_dense")
 # Section kinds of the encoded record's byte breakdown (the header is everything else).
 BREAKDOWN = {"weights": "index_stream", "gaps": "gap_stream", "codebook": "codebooks",
-             "weight_codes": "code_tables", "gap_codes": "code_tables", "tables": "code_tables",
-             "dense": "dense", "values": "values"}
+             "weight_codes": "code_tables", "gap_codes": "code_tables", "dense": "dense",
+             "values": "values"}
+BLOCKS = ("code_tables", "codebooks", "dense")           # version 2's side blocks, in file order
+STREAM_SECTIONS = ("weights", "gaps", "values")          # version 2's per-tensor sections
 
 
 def one_of(x, choices) -> bool:
@@ -82,6 +85,45 @@ def inflate(raw: bytes, cap: int, what: str) -> bytes:
     if not d.eof or d.unused_data:
         raise HeaderError(f"{what}: DEFLATE stream is truncated or followed by bytes")
     return text
+
+
+# --- byte transforms of the side blocks (docs/FORMAT.md, "Side blocks") ----------------------
+
+_UINT = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+def shuffle(raw: bytes, width: int) -> bytes:
+    """Byte planes: every element's first byte, then every second byte, ... (DEFLATE finds the
+    repeats of sign and exponent bytes that interleaving hides)."""
+    return np.frombuffer(raw, np.uint8).reshape(-1, width).T.tobytes()
+
+
+def unshuffle(raw: bytes, width: int) -> bytes:
+    return np.frombuffer(raw, np.uint8).reshape(width, -1).T.tobytes()
+
+
+def _ordered(bits: np.ndarray, width: int) -> np.ndarray:
+    """IEEE float bit patterns mapped to unsigned integers in the order of the values."""
+    sign = np.array(1 << (8 * width - 1), bits.dtype)
+    return np.where(bits & sign, ~bits, bits | sign)
+
+
+def _unordered(o: np.ndarray, width: int) -> np.ndarray:
+    sign = np.array(1 << (8 * width - 1), o.dtype)
+    return np.where(o & sign, o ^ sign, ~o)
+
+
+def delta_code(raw: bytes, width: int) -> bytes:
+    """A codebook of little-endian float16 (width 2) or float32 (4) values: each value's ordered
+    integer minus the previous one's (the first minus 0), modulo 2**(8 * width), as byte planes.
+    Sorted codebooks, as k-means writes them, become small steps."""
+    o = _ordered(np.frombuffer(raw, _UINT[width]), width)
+    return shuffle(np.diff(o, prepend=o.dtype.type(0)).astype(_UINT[width]).tobytes(), width)
+
+
+def delta_decode(raw: bytes, width: int) -> bytes:
+    d = np.frombuffer(unshuffle(raw, width), _UINT[width])
+    return _unordered(np.cumsum(d, dtype=d.dtype), width).astype(_UINT[width]).tobytes()
 
 
 # --- the prefix ------------------------------------------------------------------------------

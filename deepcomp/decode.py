@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from . import huffman
-from .dcformat import (BREAKDOWN, CODEBOOK_DTYPES, DTYPES, MAX_ELEMENTS, MAX_HEADER_BYTES,
-                       NUMPY, arch_state, check_entry_v1, check_entry_v2, check_shape,
-                       check_total, inflate, is_int, parse_header, read_prefix, tile)
+from .dcformat import (BLOCKS, BREAKDOWN, CODEBOOK_DTYPES, DTYPES, MAX_ELEMENTS,
+                       MAX_HEADER_BYTES, NUMPY, arch_state, check_entry_v1, check_entry_v2,
+                       check_shape, check_total, delta_decode, inflate, is_int, parse_header,
+                       read_prefix, STREAM_SECTIONS, tile, unshuffle)
 from .errors import (ChecksumError, CountMismatchError, HeaderError, InvalidOffsetError)
 from .sparse import as_2d
 from .stagefile import StageFile
@@ -79,7 +80,7 @@ def decode_bytes(buf: bytes, name: str = "<bytes>"):
     if version[0] == 1:
         _complete_v1(sf, plans, streams, len(buf))
     else:
-        _complete_v2(sf, plans, streams, len(buf), h["tables"])
+        _complete_v2(sf, plans, streams, len(buf), h["blocks"])
     return sf
 
 
@@ -166,15 +167,12 @@ def _layout_v2(h: dict, name: str) -> tuple[dict, list]:
 
 
 def _sections_v2(t: dict) -> list[tuple[str, int]]:
-    """(section, length) of a version 2 entry, in file order (docs/FORMAT.md, "Sections")."""
-    kind, numel = t["kind"], math.prod(t["shape"])
-    if kind == "dense":
-        return [("dense", numel * np.dtype(NUMPY[t["stored"]]).itemsize)]
+    """(section, length) of a version 2 entry's streams, in file order (docs/FORMAT.md)."""
+    kind = t["kind"]
     out = []
-    if kind != "sparse":
-        out += [("codebook", t["codebook_size"] * CODEBOOK_DTYPES[t["codebook_dtype"]]),
-                ("weights", t["weights_len"])]
-    if kind != "quantized_dense":
+    if kind in ("quantized", "quantized_dense"):
+        out.append(("weights", t["weights_len"]))
+    if kind in ("quantized", "sparse"):
         out.append(("gaps", t["gaps_len"]))
     if kind == "sparse":
         out.append(("values", 4 * t["nonzeros"]))
@@ -191,13 +189,18 @@ def _alphabets(t: dict) -> list[tuple[str, int]]:
     return out
 
 
+def _check_blocks(blocks, name: str) -> None:
+    if not (isinstance(blocks, dict) and set(blocks) == set(BLOCKS)
+            and all(is_int(v) for v in blocks.values())):
+        raise HeaderError(f"{name}: 'blocks' must give the lengths of {', '.join(BLOCKS)}")
+
+
 def _plans_v2(raw: bytes, data, name: str):
-    h = parse_header(raw, name, {"arch", "data", "history", "quant_meta", "tables", "tensors"},
+    h = parse_header(raw, name, {"arch", "data", "history", "quant_meta", "blocks", "tensors"},
                      {"state", "drop", "explicit"})
-    if not isinstance(h["quant_meta"], dict) or not is_int(h["tables"]) \
-            or not isinstance(h["tensors"], list):
-        raise HeaderError(f"{name}: 'quant_meta' must be an object, 'tables' a length and "
-                          "'tensors' a list")
+    if not isinstance(h["quant_meta"], dict) or not isinstance(h["tensors"], list):
+        raise HeaderError(f"{name}: 'quant_meta' must be an object and 'tensors' a list")
+    _check_blocks(h["blocks"], name)
     layout, order = _layout_v2(h, name)
     names = sorted(layout)
     if len(h["tensors"]) != len(names):
@@ -206,37 +209,67 @@ def _plans_v2(raw: bytes, data, name: str):
     plans = [check_entry_v2(e, n, *layout[n], h["quant_meta"], name)
              for e, n in zip(h["tensors"], names)]
     lengths = [_sections_v2(t) for t in plans]
-    spans = tile([h["tables"]] + [n for secs in lengths for _, n in secs], 0, len(data), name)
+    spans = tile([h["blocks"][k] for k in BLOCKS] + [n for secs in lengths for _, n in secs],
+                 0, len(data), name)
     if spans[-1][0] + spans[-1][1] != len(data):
         raise InvalidOffsetError(f"{name}: sections cover {spans[-1][0] + spans[-1][1]} of "
                                  f"{len(data)} data bytes")
-    tables = _tables_v2(bytes(data[:h["tables"]]), plans, name)
-    i = 1
+    blocks = {k: bytes(data[off:off + n]) for k, (off, n) in zip(BLOCKS, spans)}
+    _side_blocks(plans, blocks, name)
+    i = len(BLOCKS)
     for t, secs in zip(plans, lengths):
-        t["secs"] = {}
         for sec, _ in secs:
             off, n = spans[i]
             t["secs"][sec] = bytes(data[off:off + n])
             i += 1
-        t["tables"] = {s: next(tables) for s, _ in _alphabets(t)}
     h["data"] = _expand_data(h["data"], name)
     return h, plans, order
 
 
-def _tables_v2(block: bytes, plans: list, name: str):
-    """The code lengths of every stream, in file order, from the code-table block."""
-    sizes = [n for t in plans for _, n in _alphabets(t)]
-    want = sum(sizes)
+def _inflate_block(block: bytes, want: int, what: str) -> bytes:
+    """A side block: empty when it holds nothing, else DEFLATE of exactly ``want`` bytes."""
     if not block and want:
-        raise CountMismatchError(f"{name}: no code tables for {len(sizes)} streams")
-    raw = inflate(block, want, f"{name}: code tables") if block else b""
+        raise CountMismatchError(f"{what}: an empty block for {want} bytes")
+    if block and not want:
+        raise CountMismatchError(f"{what}: {len(block)} bytes where nothing is stored")
+    raw = inflate(block, want, what) if block else b""
     if len(raw) != want:
-        raise CountMismatchError(f"{name}: code tables of {len(raw)} bytes, {want} expected")
+        raise CountMismatchError(f"{what}: {len(raw)} bytes, {want} expected")
+    return raw
+
+
+def _side_blocks(plans: list, blocks: dict, name: str) -> None:
+    """Give each plan its code lengths (``tables``), codebook and dense bytes (``secs``), in
+    the layout of version 1's sections, from the side blocks (docs/FORMAT.md)."""
+    sizes = [n for t in plans for _, n in _alphabets(t)]
+    raw = _inflate_block(blocks["code_tables"], sum(sizes), f"{name}: code tables")
     lengths = np.frombuffer(raw, np.uint8)
     if len(lengths) and lengths.max() > huffman.MAX_CODE_LENGTH:
         raise CountMismatchError(f"{name}: a code length over {huffman.MAX_CODE_LENGTH}")
-    bounds = np.cumsum([0] + sizes)
-    return (lengths[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+    cb_width = {id(t): CODEBOOK_DTYPES[t["codebook_dtype"]] for t in plans if "codebook_dtype" in t}
+    dense_width = {id(t): np.dtype(NUMPY[t["stored"]]).itemsize for t in plans
+                   if t["kind"] == "dense"}
+    cbs = _inflate_block(blocks["codebooks"], sum(t["codebook_size"] * cb_width[id(t)]
+                                                  for t in plans if id(t) in cb_width),
+                         f"{name}: codebooks")
+    dense = _inflate_block(blocks["dense"], sum(math.prod(t["shape"]) * dense_width[id(t)]
+                                                for t in plans if id(t) in dense_width),
+                           f"{name}: dense tensors")
+    at = {"tables": 0, "codebooks": 0, "dense": 0}
+    for t in plans:
+        t["secs"], t["tables"] = {}, {}
+        for stream, n in _alphabets(t):
+            t["tables"][stream] = lengths[at["tables"]:at["tables"] + n]
+            at["tables"] += n
+        if id(t) in cb_width:
+            n = t["codebook_size"] * cb_width[id(t)]
+            t["secs"]["codebook"] = delta_decode(cbs[at["codebooks"]:at["codebooks"] + n],
+                                                 cb_width[id(t)])
+            at["codebooks"] += n
+        if id(t) in dense_width:
+            n = math.prod(t["shape"]) * dense_width[id(t)]
+            t["secs"]["dense"] = unshuffle(dense[at["dense"]:at["dense"] + n], dense_width[id(t)])
+            at["dense"] += n
 
 
 def _expand_data(data: dict, name: str) -> dict:
@@ -282,7 +315,7 @@ def _complete_v1(sf: StageFile, plans: list, streams: dict, nbytes: int) -> None
         complete_record(rec, nbytes, parts, _all_stats(plans, streams))
 
 
-def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, tables: int) -> None:
+def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, blocks: dict) -> None:
     """A version 2 file stores no sizes of its own: the encoded record gets them from the
     decoded stage and the file; a stripped file gets an encoded record of its own."""
     from .sizes import stage_sizes
@@ -290,10 +323,10 @@ def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, tables:
         sf.history.append({"stage": "encoded", "metrics": {}, "stripped": True})
     rec = sf.history[-1]
     parts = dict.fromkeys(dict.fromkeys(BREAKDOWN.values()), 0)
+    parts.update(blocks)
     for t in plans:
-        for sec, b in t["secs"].items():
-            parts[BREAKDOWN[sec]] += len(b)
-    parts["code_tables"] += tables
+        for sec in STREAM_SECTIONS:
+            parts[BREAKDOWN[sec]] += len(t["secs"].get(sec, b""))
     rec["sizes"] = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
     complete_record(rec, nbytes, parts, _all_stats(plans, streams))
 

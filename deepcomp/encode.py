@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from . import huffman
-from .dcformat import (DTYPE_NAMES, DTYPES, MAGIC, MAX_BITS, NARROWER,
-                       PREFIX_V2, TRAILER, VERSION, arch_state, canonical_json, deflate)
+from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, MAGIC, MAX_BITS,
+                       NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER, VERSION,
+                       arch_state, canonical_json, deflate, delta_code, shuffle)
 from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, default_index_bits, relative_index, walk
 
@@ -330,23 +331,34 @@ def _shared_meta(tensors: list[_Tensor]) -> dict:
                 if "quant_meta" in t.entry and canonical_json(t.entry["quant_meta"]) == best)
 
 
-def code_tables(tensors: list[_Tensor]) -> bytes:
-    """The code-table block: every stream's code lengths, one byte per symbol of its alphabet,
-    in file order, as raw DEFLATE (empty when the file has no stream)."""
-    raw = b"".join(np.asarray(L, np.uint8).tobytes() for t in tensors for L in t.tables)
-    return deflate(raw) if raw else b""
+def side_blocks(tensors: list[_Tensor]) -> dict:
+    """The three side blocks of the data area (docs/FORMAT.md, "Side blocks"), each raw
+    DEFLATE of (or empty when there is nothing to put in it): ``code_tables``, every stream's
+    code lengths, a byte per symbol of its alphabet; ``codebooks``, every codebook
+    delta-coded; ``dense``, every dense tensor's bytes as byte planes. Tensors in name order."""
+    tables, codebooks, dense = [], [], []
+    for t in tensors:
+        tables += [np.asarray(L, np.uint8).tobytes() for L in t.tables]
+        for name, b in t.sections:
+            if name == "codebook":
+                codebooks.append(delta_code(b, CODEBOOK_DTYPES[t.entry["codebook_dtype"]]))
+            elif name == "dense":
+                dense.append(shuffle(b, np.dtype(NUMPY[t.entry["stored"]]).itemsize))
+    return {k: deflate(b"".join(v)) if any(v) else b""
+            for k, v in (("code_tables", tables), ("codebooks", codebooks), ("dense", dense))}
 
 
 def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes:
     """The bytes of a version 2 .dc file (docs/FORMAT.md, "Layout")."""
     tensors = sorted(tensors, key=lambda t: t.entry["name"])
     meta = _shared_meta(tensors)
-    tables = code_tables(tensors)
+    blocks = side_blocks(tensors)
     header = {"arch": arch, "data": _compact_data(data), "history": history,
-              "quant_meta": meta, "tables": len(tables),
+              "quant_meta": meta, "blocks": {k: len(b) for k, b in blocks.items()},
               "tensors": [_entry(t, meta) for t in tensors], **_layout(arch, tensors)}
     header = deflate(canonical_json(jsonable(header)))
-    data_area = tables + b"".join(b for t in tensors for _, b in t.sections)
+    streams = [b for t in tensors for name, b in t.sections if name in STREAM_SECTIONS]
+    data_area = b"".join(blocks[k] for k in BLOCKS) + b"".join(streams)
     body = PREFIX_V2.pack(MAGIC, *VERSION, len(header), len(data_area)) + header + data_area
     return body + TRAILER.pack(zlib.crc32(body))
 
@@ -370,7 +382,21 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     history = [] if config.strip else compact_history(before + [record])
     buf = pack(sf.arch, sf.data, history, tensors)
     from .decode import decode_bytes      # the record as any reader sees it, and a round trip
-    return buf, decode_bytes(buf).history[-1]
+    back = decode_bytes(buf)
+    if not config.float16:
+        _check_exact(sf.state_dict, back.state_dict)
+    return buf, back.history[-1]
+
+
+def _check_exact(want: dict, got: dict) -> None:
+    """The decoded tensors are the encoded ones, bit for bit (NaNs where NaNs were)."""
+    for k, v in want.items():
+        w, g = v.detach().cpu(), got[k]
+        if w.dtype != g.dtype or w.shape != g.shape or not (
+                torch.equal(w, g) or (w.is_floating_point() and torch.equal(w.isnan(), g.isnan())
+                                      and torch.equal(w.nan_to_num(), g.nan_to_num()))):
+            raise FormatError(f"{k}: the encoded file does not decode to the same tensor "
+                              "(a deepcomp bug: please report it)")
 
 
 def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None) -> dict:

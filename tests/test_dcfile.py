@@ -113,14 +113,15 @@ def test_golden_bytes_match_the_byte_table():
     # "Layout": the 24-byte prefix, the header, the data area, the CRC32 of all before it
     assert buf[:8] == b"DEEPCOMP"
     major, minor, hlen, dlen = struct.unpack_from("<HHIQ", buf, 8)
-    assert (major, minor) == (2, 0) and len(buf) == 28 + hlen + dlen == 345
+    assert (major, minor) == (2, 0) and len(buf) == 28 + hlen + dlen == 372
     assert struct.unpack("<I", buf[-4:])[0] == zlib.crc32(buf[:-4])
     text = inflate(buf[24:24 + hlen])                # raw DEFLATE of the canonical JSON
     h = json.loads(text)
     assert text == canonical_json(h)
     # "Header": no names or shapes (dctiny builds them); one entry per tensor in name order
-    assert set(h) == {"arch", "data", "history", "quant_meta", "tables", "tensors"}
-    assert h["quant_meta"] == {"init": "linear"} and h["tables"] == 18
+    assert set(h) == {"arch", "blocks", "data", "history", "quant_meta", "tensors"}
+    assert h["quant_meta"] == {"init": "linear"}
+    assert h["blocks"] == {"code_tables": 18, "codebooks": 14, "dense": 17}
     assert h["tensors"] == [["dense", "float16"],                               # fc1.bias
                             ["quantized", 2, 4, "float16", "csc", 5, 5, 5, 2, 2],  # fc1.weight
                             ["dense", "float16"],                               # fc2.bias
@@ -128,23 +129,25 @@ def test_golden_bytes_match_the_byte_table():
                             ["dense", "float16"],                               # fc3.bias
                             ["quantized_dense", 1, 2, "float16", 1]]            # fc3.weight
     data = buf[24 + hlen:24 + hlen + dlen]
-    # "Code tables": one byte per symbol of each stream's alphabet, in file order, deflated
+    # "Side blocks": code lengths, one byte per symbol of each stream's alphabet
     lengths = inflate(data[:18])
     assert len(lengths) == 5 + 33 + 33 + 3
-    assert lengths[:5] == bytes([2, 2, 2, 2, 0])            # fc1 weights: clusters 0..3, none
-    assert lengths[-3:] == bytes([1, 1, 0])                 # fc3 weights: two 1-bit codes
-    # "Sections", back to back after the code tables
-    half = struct.Struct("<3e")
-    want = [half.pack(0.5, -0.5, 1.0),                      # fc1.bias, float16 (exact)
-            struct.pack("<4e", -0.5, 0.25, 0.75, 1.0),      # fc1.weight codebook, float16
-            bytes.fromhex("d480"), bytes.fromhex("1b40"),   # fc1.weight weights, gaps
-            half.pack(0.0, 0.25, -0.25),                    # fc2.bias
-            bytes.fromhex("40"),                            # fc2.weight gaps
-            struct.pack("<3f", 1.5, -2.0, 0.125),           # fc2.weight values (csr order)
-            struct.pack("<2e", 1.0, -1.0),                  # fc3.bias
-            struct.pack("<2e", -1.0, 2.0),                  # fc3.weight codebook
-            bytes.fromhex("70")]                            # fc3.weight: symbols 0 1 1 1 0 0
-    assert data[18:] == b"".join(want)
+    assert lengths[:9] == bytes([2, 2, 2, 2, 0, 2, 2, 2, 2])  # fc1 weights 0..3 + none, gaps
+    assert lengths[38:43] == bytes([0, 1, 0, 0, 1])           # fc2 gaps 1 and 4 (a filler)
+    assert lengths[-3:] == bytes([1, 1, 0])                   # fc3 weights: two 1-bit codes
+    # codebooks: float16 bits mapped to ordered integers, steps modulo 2**16, byte planes
+    assert inflate(data[18:32]) == bytes([0xff, 0x01, 0x00, 0x00, 0x47, 0x6c, 0x06, 0x02,
+                                          0xff, 0x01, 0x43, 0x7c])
+    half = struct.Struct("<3e")                               # dense: byte planes of float16
+    planes = [(x[0::2], x[1::2]) for x in (half.pack(0.5, -0.5, 1.0), half.pack(0.0, 0.25, -0.25),
+                                           struct.pack("<2e", 1.0, -1.0))]
+    assert inflate(data[32:49]) == b"".join(lo + hi for lo, hi in planes)
+    # "Sections": the streams, tensors in name order
+    assert data[49:] == b"".join([
+        bytes.fromhex("d480"), bytes.fromhex("1b40"),   # fc1.weight weights, gaps
+        bytes.fromhex("40"),                            # fc2.weight gaps
+        struct.pack("<3f", 1.5, -2.0, 0.125),           # fc2.weight values (csr order)
+        bytes.fromhex("70")])                           # fc3.weight: symbols 0 1 1 1 0 0
     assert_same_stage(tiny_stage(), decode_bytes(buf))
 
 
@@ -156,7 +159,7 @@ def test_the_tiny_file_table_in_format_md_is_the_golden_file():
     with open(GOLDEN, "rb") as f:
         buf = f.read()
     rows = re.findall(r"^\| (\d+) +\| `([0-9a-f ]+)` \|", table, re.M)
-    assert len(rows) >= 14
+    assert len(rows) == 13
     for offset, hexbytes in rows:
         want = bytes.fromhex(hexbytes)
         assert buf[int(offset):int(offset) + len(want)] == want, offset
@@ -326,7 +329,7 @@ def test_round_trip_every_registered_model(name):
     back = decode_bytes(buf)
     assert_same_stage(sf, back)
     assert list(back.state_dict) == list(create(name, num_classes=3).state_dict())
-    assert set(split_v2(buf)[0]) == {"arch", "data", "history", "quant_meta", "tables", "tensors"}
+    assert set(split_v2(buf)[0]) == {"arch", "data", "history", "quant_meta", "blocks", "tensors"}
     kinds = {t["kind"] for t in rec["sizes"]["tensors"].values()}
     assert kinds == {"quantized", "quantized_dense", "sparse"}
 
@@ -339,7 +342,9 @@ def test_float16_is_opt_in_and_marked_lossy():
     half, rec16 = encode_stage(sf, EncodeConfig(float16=True))
     assert rec16["lossy"] is True
     assert rec16["sizes"]["breakdown"]["dense"] < rec["sizes"]["breakdown"]["dense"]
-    assert rec["sizes"]["breakdown"]["dense"] == 4 * 3 + 2 * 5   # exact: float16 where that is
+    entries = split_v2(exact)[0]["tensors"]          # exact: float16 only where that is exact
+    assert entries[0] == 0 and entries[2] == entries[4] == ["dense", "float16"]
+    assert split_v2(half)[0]["tensors"][0] == ["dense", "float16"]
     back = decode_bytes(half).state_dict
     assert back["fc1.bias"].dtype == torch.float32
     assert torch.equal(back["fc1.bias"], sf.state_dict["fc1.bias"].half().float())
@@ -435,10 +440,11 @@ def test_forged_headers_raise_named_errors():
           (lambda h, d: h["tensors"][0]["sections"][0].__setitem__(1, 1),
            errors.InvalidOffsetError)]
     v2 = [(lambda h, d: h.update(state=[["fc1.bias", "float32", [4]]]),
-           errors.InvalidOffsetError),                            # the sections no longer tile
+           errors.CountMismatchError),                  # the dense block holds 3 elements
           (lambda h, d: h.update(drop=["fc9.bias"]), errors.HeaderError),
           (lambda h, d: h["tensors"][1].__setitem__(7, 4), errors.CountMismatchError),
-          (lambda h, d: h.update(tables=17), errors.InvalidOffsetError),
+          (lambda h, d: h["blocks"].update(codebooks=17), errors.InvalidOffsetError),
+          (lambda h, d: h["blocks"].update(dense=16), errors.InvalidOffsetError),
           (lambda h, d: h["tensors"].__delitem__(-1), errors.HeaderError),
           (lambda h, d: h.update(explicit=True), errors.HeaderError)]
     for forge, buf, cases in ((_forge, v1_bytes(), v1), (forge_v2, tiny_bytes(), v2)):
