@@ -532,6 +532,16 @@ def test_cli_encode_decode_eval(tmp_path, capsys):
     assert not model.training
 
 
+def test_cli_encodes_a_version_1_file_again_as_version_2(tmp_path, capsys):
+    old, new = tmp_path / "old.dc", tmp_path / "new.dc"
+    old.write_bytes(v1_bytes())
+    assert main(["encode", str(old), "-o", str(new), "--strip"]) == 0
+    assert new.read_bytes()[8:10] == b"\x02\x00" and new.stat().st_size < old.stat().st_size
+    assert_same_stage(tiny_stage(), read_dc(str(new)))
+    assert main(["encode", str(tmp_path / "missing.dc"), "-o", str(new)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_cli_eval_reads_dc_files_directly(trained_lenet, tmp_path, capsys):
     sf = _prune_quantize(trained_lenet)
     src, dc = tmp_path / "q.pt", tmp_path / "m.dc"

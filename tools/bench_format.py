@@ -10,7 +10,8 @@ Version 1 is written here, by :func:`pack_v1`, as deepcomp 0.x before format 2 w
 (float32 codebooks, a 4-bit nibble code table per stream, dense tensors in their own dtype, the
 full stage history, a CRC32 per section); each file it writes is read back by deepcomp's own
 version 1 reader, so it is a valid version 1 file. Version 2 is ``deepcomp encode``'s, also with
-``--strip``.
+``--strip``, and with ``--strip --float16`` (lossy: dense tensors rounded to float16; bytes only,
+the accuracy of that file is not measured here).
 
     python tools/bench_format.py models/lenet300-mnist.dc lenet5.quantized.pt resnet20.dc
     python tools/bench_format.py --json out.json FILE...
@@ -128,19 +129,21 @@ def bench(path: str) -> dict:
             v1 = own                       # a version 1 file: its own bytes
     v2, _ = encode_stage(sf)
     v2s, _ = encode_stage(sf, EncodeConfig(strip=True))
+    v2h, _ = encode_stage(sf, EncodeConfig(strip=True, float16=True), metrics={})
     return {"file": path, "arch": sf.arch["name"], "v1": breakdown(v1), "v2": breakdown(v2),
-            "v2_strip": breakdown(v2s), "seconds": round(time.perf_counter() - t0, 2)}
+            "v2_strip": breakdown(v2s), "v2_strip_f16": breakdown(v2h),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def render(results: list) -> str:
-    cols = ["v1", "v2", "v2_strip"]
+    cols = ["v1", "v2", "v2_strip", "v2_strip_f16"]
     lines = []
     for r in results:
         lines.append(f"{r['file']} ({r['arch']})")
-        lines.append(f"  {'part':14s}" + "".join(f"{c:>12s}" for c in cols))
+        lines.append(f"  {'part':14s}" + "".join(f"{c:>13s}" for c in cols))
         for p in PARTS + ["total"]:
-            lines.append(f"  {p:14s}" + "".join(f"{r[c][p]:12,d}" for c in cols))
-        lines.append(f"  {'overhead %':14s}" + "".join(f"{r[c]['overhead_pct']:12.1f}"
+            lines.append(f"  {p:14s}" + "".join(f"{r[c][p]:13,d}" for c in cols))
+        lines.append(f"  {'overhead %':14s}" + "".join(f"{r[c]['overhead_pct']:13.1f}"
                                                        for c in cols))
     return "\n".join(lines)
 
