@@ -45,7 +45,8 @@ def layer_sizes(sf, index_bits: dict | None = None) -> list[dict]:
         bits = stored * (wbits + ibits_used) + codebook_bits
         rows.append({"name": name, "shape": list(w.shape), "weights": n, "kept": kept,
                      "kept_share": kept / n, "weight_bits": wbits, "index_bits": ibits_used,
-                     "entries": stored, "bits": bits, "ratio": 32 * n / max(bits, 1)})
+                     "entries": stored, "bits": bits,
+                     "ratio": 32 * n / bits if bits else None})   # None: nothing stored
     return rows
 
 

@@ -454,7 +454,7 @@ def test_forged_headers_raise_named_errors():
                 decode_bytes(forge(buf, edit))
 
 
-def test_a_layer_pruned_to_nothing_encodes_and_decodes():
+def test_a_layer_pruned_to_nothing_encodes_and_decodes(tmp_path):
     """Issue 10's defect: global pruning can take every weight of a layer; its codebook is
     empty. The file stores it as 0 kept weights, and the report says so."""
     from deepcomp.report import layer_rows, read_inputs
@@ -468,6 +468,10 @@ def test_a_layer_pruned_to_nothing_encodes_and_decodes():
     assert_same_stage(sf, back)
     assert rec["sizes"]["tensors"]["fc1.weight"]["entries"] == 0
     assert back.quant["fc1.weight"]["codebook"].numel() == 0
+    path = tmp_path / "m.dc"
+    path.write_bytes(buf)
+    rows = {r["layer"]: r for r in layer_rows(read_inputs([str(path)]))}
+    assert rows["fc1"]["kept"] == 0 and rows["fc1"]["weights"] == 12
 
 
 def test_strip_leaves_the_history_out_and_the_report_still_works(tmp_path, capsys):
