@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from . import huffman
-from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, MAGIC, MAX_BITS,
-                       NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER, VERSION,
-                       arch_state, canonical_json, deflate, delta_code, shuffle)
+from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, MAGIC,
+                       MAX_BITS, NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER,
+                       VERSION, arch_state, canonical_json, deflate, delta_code, shuffle)
 from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, default_index_bits, relative_index, walk
 
@@ -301,21 +301,15 @@ def _layout(arch: dict, tensors: list[_Tensor]) -> dict:
     return out
 
 
-_FIELDS = {"dense": ("stored",),
-           "sparse": ("order", "index_bits", "entries", "nonzeros"),
-           "quantized": ("bits", "codebook_size", "codebook_dtype", "order", "index_bits",
-                         "entries", "nonzeros"),
-           "quantized_dense": ("bits", "codebook_size", "codebook_dtype")}
-
-
 def _entry(t: _Tensor, quant_meta: dict):
     """A tensor's version 2 header entry: 0 for a dense tensor stored in its own dtype, else
-    ``[kind, fields..., stream lengths..., (quantizer fields if not the shared ones)]``."""
-    e = t.entry
+    ``[kind, fields...]`` (dcformat.FIELDS_V2; ``*_len`` are section lengths), then the
+    quantizer fields where they are not the shared ones."""
+    e, secs = t.entry, dict(t.sections)
     if e["kind"] == "dense" and e["stored"] == e["dtype"]:
         return 0
-    out = [e["kind"]] + [e[f] for f in _FIELDS[e["kind"]]]
-    out += [len(b) for name, b in t.sections if name in ("weights", "gaps")]
+    out = [e["kind"]] + [len(secs[f[:-len("_len")]]) if f.endswith("_len") else e[f]
+                         for f in FIELDS_V2[e["kind"]]]
     if "quant_meta" in e and e["quant_meta"] != quant_meta:
         out.append(e["quant_meta"])
     return out
