@@ -572,3 +572,22 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, capsys):
     dc.write_bytes(b"DEEP")
     assert main(["eval", str(dc), "--data", "synthetic:1x2x2"]) == 1
     assert "truncated" in capsys.readouterr().err.lower() or True
+
+
+def test_bench_format_writes_a_valid_version_1_file_and_adds_up(tmp_path):
+    """tools/bench_format.py: its version 1 file reads back exactly, every breakdown adds up."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_format.py")
+    spec = importlib.util.spec_from_file_location("bench_format", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sf = tiny_stage()
+    v1 = bench.pack_v1(sf)
+    assert v1[8:10] == b"\x01\x00"
+    assert_same_stage(sf, decode_bytes(v1))
+    src = tmp_path / "q.pt"
+    save_stage(str(src), sf)
+    r = bench.bench(str(src))
+    for col in ("v1", "v2", "v2_strip", "v2_strip_f16"):
+        assert sum(r[col][p] for p in bench.PARTS) == r[col]["total"]
+    assert r["v2"]["total"] < r["v1"]["total"]
