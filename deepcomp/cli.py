@@ -115,6 +115,9 @@ def add_quantize_args(p):
                         "sensitivity scan, 4 on average (default: the paper's 8 conv, 5 fc)")
     p.add_argument("--init", default="linear", choices=["linear", "density", "forgy"],
                    help="centroid initialisation (default: linear, the paper's best)")
+    p.add_argument("--float32-codebooks", action="store_true",
+                   help="keep float32 centroids (default: rounded to float16 numbers, which "
+                        "the .dc file stores exactly in 2 bytes each)")
 
 
 def add_encode_args(p):
@@ -125,6 +128,9 @@ def add_encode_args(p):
     p.add_argument("--float16", action="store_true",
                    help="store dense tensors (biases, batch norm) as float16: lossy, "
                         "re-evaluated on --data")
+    p.add_argument("--strip", action="store_true",
+                   help="leave the stage history out of the .dc file (the report then shows "
+                        "the encoded stage alone)")
 
 
 def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs",
@@ -440,12 +446,13 @@ def prune_config(a):
 
 def quantize_config(a, finetune):
     from .quantize import QuantizeConfig
-    return QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed, finetune=finetune)
+    return QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed, finetune=finetune,
+                          float16_codebooks=not a.float32_codebooks)
 
 
 def encode_config(a):
     from .encode import EncodeConfig
-    return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16)
+    return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16, strip=a.strip)
 
 
 def cmd_demo(a):

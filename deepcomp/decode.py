@@ -2,48 +2,35 @@
 
 The reader takes files from anyone: every malformed input raises a subclass of
 :class:`deepcomp.errors.FormatError`, and no array is sized from a declared count before that
-count is checked against the file size and the architecture's shapes.
+count is checked against the file size and the architecture's shapes. It reads format versions
+1 and 2; the byte layout is :mod:`deepcomp.dcformat`'s.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import struct
 import zlib
 
 import numpy as np
 import torch
 
 from . import huffman
-from .stagefile import DC_MAGIC, StageFile
-from .encode import (BREAKDOWN, DC_VERSION, DTYPES, MAX_BITS, MAX_HEADER_BYTES, PREFIX,
-                     complete_record)
+from .dcformat import (BLOCKS, BREAKDOWN, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, MAX_ELEMENTS,
+                       MAX_HEADER_BYTES, NUMPY, arch_state, check_entry_v1, check_entry_v2,
+                       check_shape, check_total, delta_decode, inflate, is_int, parse_header,
+                       read_prefix, STREAM_SECTIONS, tile, unshuffle)
+from .errors import (ChecksumError, CountMismatchError, HeaderError, InvalidOffsetError)
 from .sparse import as_2d
-from .errors import (BadMagicError, ChecksumError, CountMismatchError, HeaderError,
-                     HeaderTooLargeError, InvalidOffsetError, TruncatedFileError,
-                     UnknownArchitectureError, UnsupportedVersionError, UnknownModelError,
-                     UntrustedModelError)
+from .stagefile import StageFile
 
 __all__ = ["read_dc", "decode_bytes", "decode", "load", "MAX_HEADER_BYTES", "MAX_ELEMENTS"]
 
-MAX_ELEMENTS = 1 << 30            # at most 2**30 decoded elements (4 GiB of float32) per file
-SECTIONS = {"dense": ["dense"],
-            "sparse": ["gap_codes", "gaps", "values"],
-            "quantized": ["codebook", "weight_codes", "weights", "gap_codes", "gaps"],
-            "quantized_dense": ["codebook", "weight_codes", "weights"]}
-KEYS = {"dense": {"stored"},
-        "sparse": {"order", "index_bits", "entries", "nonzeros"},
-        "quantized": {"order", "index_bits", "entries", "nonzeros", "bits", "codebook_size",
-                      "quant_meta"},
-        "quantized_dense": {"bits", "codebook_size", "quant_meta"}}
-NUMPY = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "bfloat16": "<i2", "int64": "<i8",
-         "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
+MAX_CLASSES = 100_000          # class names a header may abbreviate as a count
 
 
 def read_dc(path: str, template: torch.nn.Module | None = None) -> StageFile:
     """The stage file stored in the .dc file ``path``. ``template``: the user's own module,
-    whose shapes the file must fit (instead of building the architecture the file names)."""
+    whose state dict the file is read against (instead of building the architecture it names)."""
     with open(path, "rb") as f:
         buf = f.read()
     return decode_bytes(buf, os.path.basename(path), template)
@@ -75,227 +62,319 @@ def load(src: str, device: str = "cpu", model: str | torch.nn.Module | None = No
 
 
 # --- the reader ----------------------------------------------------------------------------
-
-def _prefix(buf: bytes, name: str) -> tuple[int, int]:
-    if buf[:len(DC_MAGIC)] != DC_MAGIC[:min(len(buf), len(DC_MAGIC))] or not buf:
-        raise BadMagicError(f"{name}: not a .dc file (it does not start with {DC_MAGIC.decode()})")
-    if len(buf) < PREFIX.size:
-        raise TruncatedFileError(f"{name}: {len(buf)} bytes, shorter than the "
-                                 f"{PREFIX.size}-byte prefix")
-    _, major, minor, hlen, hcrc, dlen = PREFIX.unpack_from(buf)
-    if major != DC_VERSION[0]:
-        raise UnsupportedVersionError(f"{name}: format version {major}.{minor}; this reader "
-                                      f"knows version {DC_VERSION[0]}")
-    if hlen > MAX_HEADER_BYTES:
-        raise HeaderTooLargeError(f"{name}: header of {hlen} bytes exceeds the "
-                                  f"{MAX_HEADER_BYTES}-byte cap")
-    want = PREFIX.size + hlen + dlen + 4
-    if len(buf) < want:
-        raise TruncatedFileError(f"{name}: {len(buf)} bytes, the prefix declares {want}")
-    if len(buf) > want:
-        raise InvalidOffsetError(f"{name}: {len(buf) - want} trailing bytes after the declared end")
-    header = buf[PREFIX.size:PREFIX.size + hlen]
-    if zlib.crc32(header) != hcrc:
-        raise ChecksumError(f"{name}: header checksum mismatch (the file is damaged)")
-    if zlib.crc32(buf[:-4]) != struct.unpack_from("<I", buf, len(buf) - 4)[0]:
-        raise ChecksumError(f"{name}: file checksum mismatch (the file is damaged)")
-    return hlen, dlen
-
-
-def _is_int(x, lo=0, hi=None):
-    return isinstance(x, int) and not isinstance(x, bool) and x >= lo and (hi is None or x <= hi)
-
-
-def _header(raw: bytes, name: str) -> dict:
-    d = zlib.decompressobj(-15)
-    try:
-        text = d.decompress(raw, MAX_HEADER_BYTES + 1)
-    except zlib.error as e:
-        raise HeaderError(f"{name}: header is not valid DEFLATE data ({e})") from None
-    if len(text) > MAX_HEADER_BYTES or d.unconsumed_tail:
-        raise HeaderTooLargeError(f"{name}: header inflates past the {MAX_HEADER_BYTES}-byte cap")
-    if not d.eof or d.unused_data:
-        raise HeaderError(f"{name}: header DEFLATE stream is truncated or followed by bytes")
-    try:
-        h = json.loads(text.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise HeaderError(f"{name}: header is not valid JSON ({str(e)[:80]})") from None
-    if not isinstance(h, dict) or set(h) != {"arch", "data", "history", "tensors"}:
-        raise HeaderError(f"{name}: header must hold exactly arch, data, history and tensors")
-    arch = h["arch"]
-    if not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
-            and isinstance(arch.get("kwargs", {}), dict)):
-        raise HeaderError(f"{name}: header 'arch' must be {{'name': str, 'kwargs': {{...}}}}")
-    if not isinstance(h["data"], dict) or not isinstance(h["history"], list) \
-            or not all(isinstance(r, dict) for r in h["history"]):
-        raise HeaderError(f"{name}: header 'data' must be an object and 'history' a list of objects")
-    if not isinstance(h["tensors"], list):
-        raise HeaderError(f"{name}: header 'tensors' must be a list")
-    return h
-
-
-def _check_tensor(t, name: str) -> None:
-    """The schema of one tensor entry (docs/FORMAT.md, "Header")."""
-    if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-        raise HeaderError(f"{name}: a tensor entry without a name")
-    where = f"{name}: tensor {t['name']!r}"
-    kind = t.get("kind")
-    if not isinstance(kind, str) or kind not in SECTIONS:
-        raise HeaderError(f"{where}: unknown kind {kind!r}")
-    if set(t) != {"name", "dtype", "shape", "kind", "sections"} | KEYS[kind]:
-        raise HeaderError(f"{where}: keys {sorted(t)} do not match kind {kind!r}")
-    if not isinstance(t["dtype"], str) or t["dtype"] not in DTYPES:
-        raise HeaderError(f"{where}: unknown dtype {t['dtype']!r}")
-    if not (isinstance(t["shape"], list) and len(t["shape"]) <= 8
-            and all(_is_int(d, 0, MAX_ELEMENTS) for d in t["shape"])):
-        raise HeaderError(f"{where}: bad shape {t['shape']!r}")
-    secs = t["sections"]
-    if not (isinstance(secs, list) and [s[0] if isinstance(s, list) and s else None
-                                         for s in secs] == SECTIONS[kind]
-            and all(len(s) == 4 and all(_is_int(v, 0) for v in s[1:]) for s in secs)):
-        raise HeaderError(f"{where}: sections must be {SECTIONS[kind]} as [name, offset, "
-                          "length, crc32]")
-    if kind == "dense":
-        ok = isinstance(t["stored"], str) and t["stored"] == t["dtype"] or (t["stored"] == "float16" and
-                                           t["dtype"] in ("float32", "float64", "bfloat16"))
-        if not ok:
-            raise HeaderError(f"{where}: stored dtype {t['stored']!r} for a {t['dtype']} tensor")
-        return
-    if t["dtype"] != "float32" or not t["shape"]:
-        raise HeaderError(f"{where}: a {kind} tensor must be float32 with at least one dimension")
-    if kind in ("sparse", "quantized"):
-        if t["order"] not in ("csr", "csc") or not _is_int(t["index_bits"], 1, MAX_BITS) \
-                or not _is_int(t["entries"]) or not _is_int(t["nonzeros"]):
-            raise HeaderError(f"{where}: bad order, index_bits, entries or nonzeros")
-    if kind in ("quantized", "quantized_dense"):
-        if not _is_int(t["bits"], 1, MAX_BITS) or not _is_int(t["codebook_size"], 1, 1 << MAX_BITS) \
-                or not isinstance(t["quant_meta"], dict):
-            raise HeaderError(f"{where}: bad bits, codebook_size or quant_meta")
-
-
-def _meta_model(arch: dict, name: str):
-    """The architecture's state dict shapes, from a model built on the meta device."""
-    from .models import create
-    import warnings
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # e.g. zero-element tensors of forged sizes
-            net = create(arch["name"], **arch.get("kwargs", {}))
-    except UntrustedModelError:
-        raise
-    except UnknownModelError as e:
-        if ":" in arch["name"]:          # a user's module:factory: say why it cannot be built
-            raise UnknownArchitectureError(f"{name}: {e}") from None
-        raise UnknownArchitectureError(f"{name}: unknown architecture {arch['name']!r}") from None
-    except Exception as e:       # constructor arguments forged or from another version
-        raise HeaderError(f"{name}: cannot build {arch['name']!r} with "
-                          f"{arch.get('kwargs')}: {str(e)[:100]}") from None
-    return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
-
+#
+# Each version turns its header into "plans", one per tensor in name order: the fields of a
+# version 1 entry (name, dtype, shape, kind and the kind's fields, plus ``codebook_dtype``),
+# ``secs`` (section name -> bytes) and ``tables`` (stream name -> code lengths). The rest of the
+# reader is the same for both versions.
 
 def decode_bytes(buf: bytes, name: str = "<bytes>", template: torch.nn.Module | None = None):
     """The stage file stored in the bytes of a .dc file (``template``: see :func:`read_dc`)."""
-    hlen, dlen = _prefix(buf, name)
-    h = _header(buf[PREFIX.size:PREFIX.size + hlen], name)
-    data = memoryview(buf)[PREFIX.size + hlen:PREFIX.size + hlen + dlen]
-    offset = 0
-    names = []
+    version, hoff, hlen, dlen = read_prefix(buf, name)
+    raw = buf[hoff:hoff + hlen]
+    data = memoryview(buf)[hoff + hlen:hoff + hlen + dlen]
+    read = _plans_v1 if version[0] == 1 else _plans_v2
+    h, plans, order = read(raw, data, name, template)
+    streams = _decode_streams(plans, name)
+    state, masks, quant = {}, {}, {}
+    for t in plans:
+        n = t["name"]
+        state[n], mask, q = _tensor(t, t["secs"], streams, f"{name}: {n}")
+        if mask is not None:
+            masks[n] = mask
+        if q is not None:
+            quant[n] = q
+    sf = StageFile(h["arch"], h["data"], {k: state[k] for k in order}, masks, quant,
+                   h["history"], template=template)
+    if version[0] == 1:
+        _complete_v1(sf, plans, streams, len(buf))
+    else:
+        _complete_v2(sf, plans, streams, len(buf), h["blocks"])
+    return sf
+
+
+def _arch_layout(arch: dict, name: str, template) -> dict:
+    """``{key: (dtype name, shape)}`` of the architecture, or of the user's ``template``."""
+    if template is None:
+        return arch_state(arch, name)
+    return {k: (DTYPE_NAMES[v.dtype], tuple(v.shape)) for k, v in template.state_dict().items()}
+
+
+def _plans_v1(raw: bytes, data, name: str, template=None):
+    h = parse_header(raw, name, {"arch", "data", "history", "tensors"})
+    if not isinstance(h["tensors"], list):
+        raise HeaderError(f"{name}: header 'tensors' must be a list")
+    offset, names = 0, []
     for t in h["tensors"]:
-        _check_tensor(t, name)
+        check_entry_v1(t, name)
         names.append(t["name"])
         for sec, off, length, crc in t["sections"]:
-            if off != offset or off + length > dlen:
+            if off != offset or off + length > len(data):
                 raise InvalidOffsetError(f"{name}: section {sec} of {t['name']!r} at {off}+{length}; "
-                                         f"expected offset {offset} within {dlen} data bytes")
+                                         f"expected offset {offset} within {len(data)} data bytes")
             offset += length
-    if offset != dlen:
-        raise InvalidOffsetError(f"{name}: sections cover {offset} of {dlen} data bytes")
+    if offset != len(data):
+        raise InvalidOffsetError(f"{name}: sections cover {offset} of {len(data)} data bytes")
     if names != sorted(set(names)):
         raise HeaderError(f"{name}: tensors must be sorted by name, each once")
-    model = _meta_model(h["arch"], name) if template is None else \
-        {k: (tuple(v.shape), v.dtype) for k, v in template.state_dict().items()}
+    model = _arch_layout(h["arch"], name, template)
     required = {k for k in model if not k.endswith("num_batches_tracked")}
     missing, unknown = sorted(required - set(names)), sorted(set(names) - set(model))
     if missing or unknown:
         raise HeaderError(f"{name}: tensors do not fit {h['arch']['name']}: "
                           f"missing {missing[:3]}, unexpected {unknown[:3]}")
-    total = 0
     for t in h["tensors"]:
-        if tuple(t["shape"]) != model[t["name"]][0]:
+        if tuple(t["shape"]) != model[t["name"]][1]:
             raise HeaderError(f"{name}: tensor {t['name']!r} has shape {t['shape']}, "
-                              f"{h['arch']['name']} expects {list(model[t['name']][0])}")
-        total += math.prod(t["shape"])
-    if total > MAX_ELEMENTS:
-        raise HeaderError(f"{name}: {total} elements exceed the reader's cap of {MAX_ELEMENTS}")
+                              f"{h['arch']['name']} expects {list(model[t['name']][1])}")
+    check_total([t["shape"] for t in h["tensors"]], name)
     for t in h["tensors"]:
         for sec, off, length, crc in t["sections"]:
             if zlib.crc32(data[off:off + length]) != crc:
                 raise ChecksumError(f"{name}: checksum mismatch in section {sec} of {t['name']!r}")
-
-    # Decode: all Huffman streams of the file in one batch.
-    secs = {t["name"]: {s[0]: bytes(data[s[1]:s[1] + s[2]]) for s in t["sections"]}
-            for t in h["tensors"]}
-    jobs, slots = [], []
+    plans = []
     for t in h["tensors"]:
-        kind, s = t["kind"], secs[t["name"]]
+        secs = {s[0]: bytes(data[s[1]:s[1] + s[2]]) for s in t["sections"]}
+        p = {**{k: v for k, v in t.items() if k != "sections"}, "secs": secs, "tables": {},
+             "codebook_dtype": "float32"}
+        where = f"{name}: {t['name']}"
+        if "gap_codes" in secs:
+            p["tables"]["gaps"] = huffman.unpack_lengths(
+                secs["gap_codes"], (1 << t["index_bits"]) + 1, f"{where} gap codes")
+        if "weight_codes" in secs:
+            p["tables"]["weights"] = huffman.unpack_lengths(
+                secs["weight_codes"], t["codebook_size"] + 1, f"{where} weight codes")
+        plans.append(p)
+    return h, plans, [k for k in model if k in names]
+
+
+def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
+    """``({tensor name: (dtype, shape)}, names in the model's order)`` of a version 2 header:
+    the architecture's state dict with the header's ``state`` and ``drop`` applied, or the
+    ``state`` list alone when ``explicit``."""
+    explicit = h.get("explicit", False)
+    state, drop = h.get("state", []), h.get("drop", [])
+    if explicit is not True and explicit is not False or (explicit and ("drop" in h
+                                                                        or "state" not in h)):
+        raise HeaderError(f"{name}: 'explicit' must be true, with 'state' and without 'drop'")
+    if not (isinstance(state, list) and all(isinstance(s, list) and len(s) == 3
+                                            and isinstance(s[0], str) for s in state)):
+        raise HeaderError(f"{name}: 'state' must be a list of [name, dtype, shape]")
+    if not (isinstance(drop, list) and all(isinstance(d, str) for d in drop)) \
+            or drop != sorted(set(drop)) or [s[0] for s in state] != sorted({s[0] for s in state}):
+        raise HeaderError(f"{name}: 'state' and 'drop' must be sorted by name, each name once")
+    for n, dtype, shape in state:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise HeaderError(f"{name}: tensor {n!r}: unknown dtype {dtype!r}")
+        check_shape(shape, f"{name}: tensor {n!r}")
+    layout = {} if explicit else _arch_layout(h["arch"], name, template)
+    if set(drop) - set(layout) or set(drop) & {s[0] for s in state}:
+        raise HeaderError(f"{name}: 'drop' names a tensor the architecture does not build "
+                          "or 'state' sets")
+    order = list(layout)
+    for n in drop:
+        del layout[n]
+    for n, dtype, shape in state:
+        if n not in layout:
+            order.append(n)
+        layout[n] = (dtype, tuple(shape))
+    check_total([s for _, s in layout.values()], name)
+    return layout, [n for n in order if n in layout]
+
+
+def _sections_v2(t: dict) -> list[tuple[str, int]]:
+    """(section, length) of a version 2 entry's streams, in file order (docs/FORMAT.md)."""
+    kind = t["kind"]
+    out = []
+    if kind in ("quantized", "quantized_dense"):
+        out.append(("weights", t["weights_len"]))
+    if kind in ("quantized", "sparse"):
+        out.append(("gaps", t["gaps_len"]))
+    if kind == "sparse":
+        out.append(("values", 4 * t["nonzeros"]))
+    return out
+
+
+def _alphabets(t: dict) -> list[tuple[str, int]]:
+    """(stream, alphabet size) of a tensor's Huffman streams, in file order."""
+    out = []
+    if t["kind"] in ("quantized", "quantized_dense"):
+        out.append(("weights", t["codebook_size"] + 1))
+    if t["kind"] in ("quantized", "sparse"):
+        out.append(("gaps", (1 << t["index_bits"]) + 1))
+    return out
+
+
+def _check_blocks(blocks, name: str) -> None:
+    if not (isinstance(blocks, dict) and set(blocks) == set(BLOCKS)
+            and all(is_int(v) for v in blocks.values())):
+        raise HeaderError(f"{name}: 'blocks' must give the lengths of {', '.join(BLOCKS)}")
+
+
+def _plans_v2(raw: bytes, data, name: str, template=None):
+    h = parse_header(raw, name, {"arch", "data", "history", "quant_meta", "blocks", "tensors"},
+                     {"state", "drop", "explicit"})
+    if not isinstance(h["quant_meta"], dict) or not isinstance(h["tensors"], list):
+        raise HeaderError(f"{name}: 'quant_meta' must be an object and 'tensors' a list")
+    _check_blocks(h["blocks"], name)
+    layout, order = _layout_v2(h, name, template)
+    names = sorted(layout)
+    if len(h["tensors"]) != len(names):
+        raise HeaderError(f"{name}: {len(h['tensors'])} tensor entries for the "
+                          f"{len(names)} tensors of the state dict")
+    plans = [check_entry_v2(e, n, *layout[n], h["quant_meta"], name)
+             for e, n in zip(h["tensors"], names)]
+    lengths = [_sections_v2(t) for t in plans]
+    spans = tile([h["blocks"][k] for k in BLOCKS] + [n for secs in lengths for _, n in secs],
+                 0, len(data), name)
+    if spans[-1][0] + spans[-1][1] != len(data):
+        raise InvalidOffsetError(f"{name}: sections cover {spans[-1][0] + spans[-1][1]} of "
+                                 f"{len(data)} data bytes")
+    blocks = {k: bytes(data[off:off + n]) for k, (off, n) in zip(BLOCKS, spans)}
+    _side_blocks(plans, blocks, name)
+    i = len(BLOCKS)
+    for t, secs in zip(plans, lengths):
+        for sec, _ in secs:
+            off, n = spans[i]
+            t["secs"][sec] = bytes(data[off:off + n])
+            i += 1
+    h["data"] = _expand_data(h["data"], name)
+    return h, plans, order
+
+
+def _inflate_block(block: bytes, want: int, what: str) -> bytes:
+    """A side block: empty when it holds nothing, else DEFLATE of exactly ``want`` bytes."""
+    if not block and want:
+        raise CountMismatchError(f"{what}: an empty block for {want} bytes")
+    if block and not want:
+        raise CountMismatchError(f"{what}: {len(block)} bytes where nothing is stored")
+    raw = inflate(block, want, what) if block else b""
+    if len(raw) != want:
+        raise CountMismatchError(f"{what}: {len(raw)} bytes, {want} expected")
+    return raw
+
+
+def _side_blocks(plans: list, blocks: dict, name: str) -> None:
+    """Give each plan its code lengths (``tables``), codebook and dense bytes (``secs``), in
+    the layout of version 1's sections, from the side blocks (docs/FORMAT.md)."""
+    sizes = [n for t in plans for _, n in _alphabets(t)]
+    raw = _inflate_block(blocks["code_tables"], sum(sizes), f"{name}: code tables")
+    lengths = np.frombuffer(raw, np.uint8)
+    if len(lengths) and lengths.max() > huffman.MAX_CODE_LENGTH:
+        raise CountMismatchError(f"{name}: a code length over {huffman.MAX_CODE_LENGTH}")
+    cb_width = {id(t): CODEBOOK_DTYPES[t["codebook_dtype"]] for t in plans if "codebook_dtype" in t}
+    dense_width = {id(t): np.dtype(NUMPY[t["stored"]]).itemsize for t in plans
+                   if t["kind"] == "dense"}
+    cbs = _inflate_block(blocks["codebooks"], sum(t["codebook_size"] * cb_width[id(t)]
+                                                  for t in plans if id(t) in cb_width),
+                         f"{name}: codebooks")
+    dense = _inflate_block(blocks["dense"], sum(math.prod(t["shape"]) * dense_width[id(t)]
+                                                for t in plans if id(t) in dense_width),
+                           f"{name}: dense tensors")
+    at = {"tables": 0, "codebooks": 0, "dense": 0}
+    for t in plans:
+        t["secs"], t["tables"] = {}, {}
+        for stream, n in _alphabets(t):
+            t["tables"][stream] = lengths[at["tables"]:at["tables"] + n]
+            at["tables"] += n
+        if id(t) in cb_width:
+            n = t["codebook_size"] * cb_width[id(t)]
+            t["secs"]["codebook"] = delta_decode(cbs[at["codebooks"]:at["codebooks"] + n],
+                                                 cb_width[id(t)])
+            at["codebooks"] += n
+        if id(t) in dense_width:
+            n = math.prod(t["shape"]) * dense_width[id(t)]
+            t["secs"]["dense"] = unshuffle(dense[at["dense"]:at["dense"] + n], dense_width[id(t)])
+            at["dense"] += n
+
+
+def _expand_data(data: dict, name: str) -> dict:
+    """Class names written as their count n are 0..n-1."""
+    n = data.get("classes")
+    if isinstance(n, int) and not isinstance(n, bool):
+        if not is_int(n, 1, MAX_CLASSES):
+            raise HeaderError(f"{name}: 'classes' must be a list or a count up to {MAX_CLASSES}")
+        data = {**data, "classes": [str(i) for i in range(n)]}
+    return data
+
+
+def _decode_streams(plans: list, name: str) -> dict:
+    """Every Huffman stream of the file, decoded in one batch: {(tensor, stream): symbols}.
+    Counts are checked against the shapes before anything is sized from them."""
+    jobs, slots = [], []
+    for t in plans:
         where = f"{name}: {t['name']}"
         numel = math.prod(t["shape"])
-        if kind in ("sparse", "quantized"):
+        if t["kind"] in ("sparse", "quantized"):
             if t["nonzeros"] > min(numel, t["entries"]) or \
                     t["entries"] - t["nonzeros"] > numel >> t["index_bits"]:
                 raise CountMismatchError(f"{where}: {t['nonzeros']} non-zeros in {t['entries']} "
                                          f"entries do not fit {numel} elements")
-            lengths = huffman.unpack_lengths(s["gap_codes"], (1 << t["index_bits"]) + 1,
-                                             f"{where} gap codes")
-            jobs.append((s["gaps"], lengths, t["entries"], f"{where} gaps"))
+            jobs.append((t["secs"]["gaps"], t["tables"]["gaps"], t["entries"], f"{where} gaps"))
             slots.append((t["name"], "gaps"))
-        if kind in ("quantized", "quantized_dense"):
-            count = numel if kind == "quantized_dense" else t["nonzeros"]
-            lengths = huffman.unpack_lengths(s["weight_codes"], t["codebook_size"] + 1,
-                                             f"{where} weight codes")
-            jobs.append((s["weights"], lengths, count, f"{where} weights"))
+        if t["kind"] in ("quantized", "quantized_dense"):
+            count = numel if t["kind"] == "quantized_dense" else t["nonzeros"]
+            jobs.append((t["secs"]["weights"], t["tables"]["weights"], count, f"{where} weights"))
             slots.append((t["name"], "weights"))
-    streams = {}
-    for key, sym in zip(slots, huffman.decode_many(jobs)):
-        streams[key] = sym
+    return dict(zip(slots, huffman.decode_many(jobs)))
 
-    state, masks, quant = {}, {}, {}
-    for t in h["tensors"]:
-        n = t["name"]
-        state[n], mask, q = _tensor(t, secs[n], streams, f"{name}: {n}")
-        if mask is not None:
-            masks[n] = mask
-        if q is not None:
-            quant[n] = q
-    order = [k for k in model if k in state]           # the model's own order
-    history = h["history"]
-    rec = history[-1] if history else {}
+
+def _complete_v1(sf: StageFile, plans: list, streams: dict, nbytes: int) -> None:
+    """A version 1 file stores part of its encoded record's sizes; fill in the rest."""
+    rec = sf.history[-1] if sf.history else {}
     if rec.get("stage") == "encoded" and isinstance(rec.get("sizes"), dict) \
-            and "bytes" not in rec["sizes"] and _is_int(rec["sizes"].get("dense_bytes")):
-        parts = dict.fromkeys(BREAKDOWN.values(), 0)
-        for t in h["tensors"]:
-            for sec, _, length, _ in t["sections"]:
-                parts[BREAKDOWN[sec]] += length
-        stats = {t["name"]: _stats(t, jobs, slots, streams) for t in h["tensors"]
-                 if t["kind"] != "dense"}
-        complete_record(rec, len(buf), parts, stats)
-    return StageFile(h["arch"], h["data"], {k: state[k] for k in order}, masks, quant, history,
-                     template=template)
+            and "bytes" not in rec["sizes"] and is_int(rec["sizes"].get("dense_bytes")):
+        parts = dict.fromkeys(dict.fromkeys(BREAKDOWN.values()), 0)
+        for t in plans:
+            for sec, b in t["secs"].items():
+                parts[BREAKDOWN[sec]] += len(b)
+        complete_record(rec, nbytes, parts, _all_stats(plans, streams))
 
 
-def _stats(t, jobs, slots, streams) -> dict:
+def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, blocks: dict) -> None:
+    """A version 2 file stores no sizes of its own: the encoded record gets them from the
+    decoded stage and the file; a stripped file gets an encoded record of its own."""
+    from .sizes import stage_sizes
+    if not sf.history or sf.history[-1].get("stage") != "encoded":
+        sf.history.append({"stage": "encoded", "metrics": {}, "stripped": True})
+    rec = sf.history[-1]
+    parts = dict.fromkeys(dict.fromkeys(BREAKDOWN.values()), 0)
+    parts.update(blocks)
+    for t in plans:
+        for sec in STREAM_SECTIONS:
+            parts[BREAKDOWN[sec]] += len(t["secs"].get(sec, b""))
+    rec["sizes"] = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
+    complete_record(rec, nbytes, parts, _all_stats(plans, streams))
+
+
+def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> dict:
+    """Fill in what the file does not store about itself: its size and ratio, the byte
+    breakdown (``parts``: bytes per section kind; the header is the rest) and the per-tensor
+    Huffman figures."""
+    sizes = record["sizes"]
+    sizes["bytes"] = nbytes
+    sizes["ratio"] = sizes["dense_bytes"] / max(nbytes, 1)
+    sizes["breakdown"] = {**parts, "header": nbytes - sum(parts.values())}
+    sizes["tensors"] = tensors
+    return record
+
+
+def _all_stats(plans, streams) -> dict:
+    return {t["name"]: _stats(t, streams) for t in plans if t["kind"] != "dense"}
+
+
+def _stats(t, streams) -> dict:
     """A sparse or quantized tensor's figures for the encoded record: entries, fillers, mean
     Huffman bits per weight and per gap, fixed widths, Huffman efficiency, bytes."""
     def bits(part):
-        k = slots.index((t["name"], part))
-        sym, lengths = streams[(t["name"], part)], jobs[k][1]
+        sym, lengths = streams[(t["name"], part)], t["tables"][part]
         used = int(lengths.astype(np.int64)[sym].sum()) if len(sym) else 0
         eff = huffman.shannon_bits(sym) / used if used else None
         return used, eff, len(sym)
     numel = math.prod(t["shape"])
     out = {"kind": t["kind"], "order": t.get("order", "csr"),
            "raw_weight_bits": t.get("bits", 32), "raw_index_bits": t.get("index_bits", 0),
-           "bytes": sum(s[2] for s in t["sections"])}
+           "bytes": sum(len(b) for b in t["secs"].values())}
     if t["kind"] in ("sparse", "quantized"):
         g_used, g_eff, n = bits("gaps")
         span = 1 << t["index_bits"]
@@ -333,14 +412,14 @@ def _tensor(t, s, streams, where):
     rows, cols = as_2d(shape)
     q = None
     if kind in ("quantized", "quantized_dense"):
-        k = t["codebook_size"]
-        if len(s["codebook"]) != 4 * k:
+        k, cb_dtype = t["codebook_size"], t["codebook_dtype"]
+        if len(s["codebook"]) != CODEBOOK_DTYPES[cb_dtype] * k:
             raise CountMismatchError(f"{where}: codebook of {len(s['codebook'])} bytes, "
-                                     f"expected {4 * k}")
-        cb = np.frombuffer(s["codebook"], "<f4").astype(np.float32)
-        sym = streams[(t["name"], "weights")].astype(np.int64)
+                                     f"expected {CODEBOOK_DTYPES[cb_dtype] * k}")
+        cb = np.frombuffer(s["codebook"], NUMPY[cb_dtype]).astype(np.float32)
+        sym = streams[(t["name"], "weights")].astype(np.int64)     # < k + 1: the alphabet
         idx_vals = np.where(sym < k, sym, -1)
-        vals = np.where(sym < k, cb[np.minimum(sym, k - 1)], np.float32(0)).astype(np.float32)
+        vals = np.append(cb, np.float32(0))[sym]                   # symbol k: no cluster, 0.0
     if kind == "quantized_dense":
         w = torch.from_numpy(vals.reshape(shape))
         q = {**t["quant_meta"], "codebook": torch.from_numpy(cb.copy()), "bits": t["bits"],

@@ -3,38 +3,28 @@
 Each weight with a mask is stored sparse: its kept positions as Huffman-coded relative indices
 (CSR or CSC, whichever is smaller), its values as Huffman-coded cluster indices when it is
 quantized, else as float32. A quantized weight without a mask stores a cluster index for every
-element. Everything else is raw (float32, or float16 on explicit request).
+element. Everything else is raw, in the narrowest dtype that holds it exactly (float16 for all
+floating-point ones on explicit, lossy, request). The encoder writes format version 2; the byte
+layout itself is :mod:`deepcomp.dcformat`'s.
 """
 from __future__ import annotations
 
-import json
 import math
-import struct
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from . import huffman
-from .errors import CheckpointError, UsageError
+from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, MAGIC,
+                       MAX_BITS, NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER,
+                       VERSION, arch_state, canonical_json, deflate, delta_code, shuffle)
+from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, default_index_bits, relative_index, walk
-from .stagefile import DC_MAGIC
 
-__all__ = ["EncodeConfig", "encode", "encode_stage", "pack", "DC_VERSION", "PREFIX"]
-
-DC_VERSION = (1, 0)                  # (major, minor) of docs/FORMAT.md
-PREFIX = struct.Struct("<8sHHIIQ")   # magic, major, minor, header length, header CRC32, data length
-MAX_HEADER_BYTES = 16 << 20          # cap on the header, stored and inflated
-MAX_BITS = 12                        # widest cluster index / relative index the format allows
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
-          "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-BREAKDOWN = {"weights": "index_stream", "gaps": "gap_stream", "codebook": "codebooks",
-             "weight_codes": "code_tables", "gap_codes": "code_tables", "dense": "dense",
-             "values": "values"}
+__all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "pack", "compact_history"]
 
 
 @dataclass
@@ -42,12 +32,16 @@ class EncodeConfig:
     # Bits of a relative index per layer ('*=5,conv*=8'); empty: the paper's defaults
     # (section 2: 8 bits for convolution layers, 5 for fully connected layers).
     index_bits: str = ""
-    # Store dense tensors (biases, batch norm) as float16: lossy, off by default (the paper
-    # keeps them at 32 bits).
+    # Store dense tensors (biases, batch norm) as float16 even where that rounds them: lossy,
+    # off by default (the paper keeps them at 32 bits). Without it a dense tensor is float16
+    # only where that is exact.
     float16: bool = False
     # Longest Huffman code the encoder writes (the format allows 15): decoding tables of at
     # most 2**12 entries per stream, at a cost of a few hundredths of a percent of the bits.
     max_code_length: int = 12
+    # Leave the stage history out of the file (the report then shows the encoded stage only,
+    # from what the file itself holds), like TF-MOT's strip_pruning for deployment.
+    strip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,8 +49,9 @@ class EncodeConfig:
 
 @dataclass
 class _Tensor:
-    entry: dict              # the header entry, without offsets
-    sections: list           # [(name, bytes)]
+    entry: dict                                   # name, dtype, shape, kind and its fields
+    sections: list                                # [(section name, bytes)], in file order
+    tables: list = field(default_factory=list)    # code lengths of its Huffman streams, in order
 
 
 def resolve_index_bits(sf, setting: str) -> dict:
@@ -75,14 +70,14 @@ def resolve_index_bits(sf, setting: str) -> dict:
                            f"1 to {MAX_BITS} bits", default=paper)
 
 
-def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[bytes, bytes]:
-    """(code table, stream) of a symbol stream."""
+def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[np.ndarray, bytes]:
+    """(code lengths, stream) of a symbol stream."""
     freqs = np.bincount(symbols, minlength=alphabet)
     used = int((freqs > 0).sum())
     max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
     lengths = huffman.code_lengths(freqs, max_len)
     stream, _ = huffman.encode(symbols, lengths)
-    return huffman.pack_lengths(lengths), stream
+    return lengths, stream
 
 
 def _check_float32(name, t):
@@ -91,60 +86,80 @@ def _check_float32(name, t):
                               f"{DTYPE_NAMES.get(t.dtype, t.dtype)}")
 
 
-def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
-    t = t.detach().cpu().contiguous()
-    dtype = DTYPE_NAMES.get(t.dtype)
-    if dtype is None:
-        raise CheckpointError(f"{name}: dtype {t.dtype} cannot be stored in a .dc file")
-    entry = {"name": name, "dtype": dtype, "shape": list(t.shape)}
-    if mask is None and q is None:
-        stored = "float16" if float16 and t.is_floating_point() else dtype
-        raw = t.to(DTYPES[stored]).numpy() if stored != "bfloat16" else t.view(torch.int16).numpy()
-        data = raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
-        return _Tensor({**entry, "kind": "dense", "stored": stored}, [("dense", data)])
-    _check_float32(name, t)
-    rows, cols = as_2d(t.shape)
-    w = t.numpy().reshape(rows, cols)
-    m = None
-    if mask is not None:
-        if tuple(mask.shape) != tuple(t.shape):
-            raise CheckpointError(f"{name}: mask shape {list(mask.shape)} differs from the weight's")
-        m = mask.detach().cpu().numpy().astype(bool).reshape(rows, cols)
-        if (w[~m] != 0).any():
-            raise CheckpointError(f"{name}: weights outside the mask are not zero; "
-                                  "the stage file is inconsistent")
-    idx = k = None
-    if q is not None:
-        cb = q["codebook"].detach().cpu().to(torch.float32).reshape(-1).numpy()
-        k = len(cb)
-        idx = q["indices"].detach().cpu().numpy().astype(np.int64)
-        if idx.shape != tuple(t.shape) or not 1 <= k <= 1 << MAX_BITS:
-            raise CheckpointError(f"{name}: quantizer entry does not fit the weight")
-        idx = idx.reshape(rows, cols)
-        if idx.min(initial=0) < -1 or idx.max(initial=0) >= k:
-            raise CheckpointError(f"{name}: cluster indices outside -1..{k - 1}")
-        recon = np.where(idx >= 0, cb[np.clip(idx, 0, None)], np.float32(0))
-        if not np.array_equal(recon, w):
-            raise CheckpointError(f"{name}: weights differ from codebook[indices]; "
-                                  "the stage file is inconsistent")
-        if m is not None and (idx[~m] != -1).any():
-            raise CheckpointError(f"{name}: pruned weights have cluster indices")
-        bits = int(q.get("bits", max(1, math.ceil(math.log2(k)))))
-        if not 1 <= bits <= MAX_BITS:
-            raise CheckpointError(f"{name}: {bits}-bit quantization; the format allows 1..{MAX_BITS}")
-        meta = {a: b for a, b in q.items() if a not in ("codebook", "indices", "bits")
-                and isinstance(b, (str, int, float, bool))}
-        entry.update(bits=bits, codebook_size=k, quant_meta=meta)
-        codebook = ("codebook", cb.astype("<f4").tobytes())
+def _exact_in(t: torch.Tensor, dtype: str) -> bool:
+    return torch.equal(t.to(DTYPES[dtype]).to(t.dtype), t)
 
-    if m is None:                                   # quantized, not pruned: every index, no gaps
-        sym = np.where(idx >= 0, idx, k).reshape(-1)
-        table, stream = _huffman(sym, k + 1, max_len)
-        return _Tensor({**entry, "kind": "quantized_dense"},
-                       [codebook, ("weight_codes", table), ("weights", stream)])
 
-    # Row or column order: the weights' symbols and values are the same multiset either way, so
-    # their Huffman code and byte count are too; only the gap stream decides (a tie keeps csr).
+def dense_storage(t: torch.Tensor, float16: bool) -> str:
+    """The dtype a dense tensor is stored in: the narrowest that holds every value exactly
+    (float16 for float32 values that are float16 numbers, int16 for small int64 counters), or
+    float16 for every floating-point tensor when the lossy ``float16`` is asked for."""
+    dtype = DTYPE_NAMES[t.dtype]
+    if float16 and t.is_floating_point():
+        return "float16"
+    for cand in reversed(NARROWER.get(dtype, ())):           # narrowest first
+        if _exact_in(t, cand):
+            return cand
+    return dtype
+
+
+def _dense(name, t, float16) -> _Tensor:
+    dtype = DTYPE_NAMES[t.dtype]
+    stored = dense_storage(t, float16)
+    raw = t.to(DTYPES[stored]).numpy() if stored != "bfloat16" else t.view(torch.int16).numpy()
+    data = raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
+    return _Tensor({"name": name, "dtype": dtype, "shape": list(t.shape), "kind": "dense",
+                    "stored": stored}, [("dense", data)])
+
+
+def _check_mask(name, t, w, mask, rows, cols):
+    if tuple(mask.shape) != tuple(t.shape):
+        raise CheckpointError(f"{name}: mask shape {list(mask.shape)} differs from the weight's")
+    m = mask.detach().cpu().numpy().astype(bool).reshape(rows, cols)
+    if (w[~m] != 0).any():
+        raise CheckpointError(f"{name}: weights outside the mask are not zero; "
+                              "the stage file is inconsistent")
+    return m
+
+
+def _check_quant(name, t, w, q, m, rows, cols):
+    """(codebook, cluster indices as [rows, cols] int64, bits, other quantizer fields) of a
+    quantizer entry that reproduces the weight; an empty codebook is a layer with no weight."""
+    cb = q["codebook"].detach().cpu().to(torch.float32).reshape(-1).numpy()
+    k = len(cb)
+    idx = q["indices"].detach().cpu().numpy().astype(np.int64)
+    if idx.shape != tuple(t.shape) or not 0 <= k <= 1 << MAX_BITS:
+        raise CheckpointError(f"{name}: quantizer entry does not fit the weight")
+    idx = idx.reshape(rows, cols)
+    if idx.min(initial=0) < -1 or idx.max(initial=-1) >= k:
+        raise CheckpointError(f"{name}: cluster indices outside -1..{k - 1}")
+    table = np.append(cb, np.float32(0))                   # index -1: no cluster, value 0
+    if not np.array_equal(table[np.where(idx >= 0, idx, k)], w):
+        raise CheckpointError(f"{name}: weights differ from codebook[indices]; "
+                              "the stage file is inconsistent")
+    if m is not None and (idx[~m] != -1).any():
+        raise CheckpointError(f"{name}: pruned weights have cluster indices")
+    bits = int(q.get("bits", max(1, math.ceil(math.log2(max(k, 2))))))
+    if not 1 <= bits <= MAX_BITS:
+        raise CheckpointError(f"{name}: {bits}-bit quantization; the format allows 1..{MAX_BITS}")
+    meta = {a: b for a, b in q.items() if a not in ("codebook", "indices", "bits")
+            and isinstance(b, (str, int, float, bool))}
+    return cb, idx, bits, meta
+
+
+def _codebook_section(cb: np.ndarray) -> tuple[str, tuple]:
+    """Float16 when every centroid is a float16 number (the quantizer rounds them so), else
+    float32: (codebook dtype, section)."""
+    half = cb.astype("<f2")
+    if np.array_equal(half.astype(np.float32), cb):
+        return "float16", ("codebook", half.tobytes())
+    return "float32", ("codebook", cb.astype("<f4").tobytes())
+
+
+def _gaps(m, ibits, max_len):
+    """Row or column order, whichever gives the smaller gap stream (a tie keeps csr): (order,
+    positions, entries, gap code lengths, gap stream). The weights' symbols are the same
+    multiset either way, so their Huffman code and byte count are too."""
     best = None
     for order in ("csr", "csc"):
         pos = walk(m, order)
@@ -152,21 +167,43 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         filler = np.ones(len(stored), bool)
         filler[slots] = False
         stored[filler] = 1 << ibits                # the filler symbol (docs/FORMAT.md)
-        gtable, gstream = _huffman(stored, (1 << ibits) + 1, max_len)
-        gap_secs = [("gap_codes", gtable), ("gaps", gstream)]
-        size = sum(len(b) for _, b in gap_secs)
+        lengths, stream = _huffman(stored, (1 << ibits) + 1, max_len)
+        size = len(stream) + len(huffman.pack_lengths(lengths))
         if best is None or size < best[0]:
-            best = (size, order, pos, len(stored), gap_secs)
-    _, order, pos, entries, gap_secs = best
-    kind = "quantized" if q is not None else "sparse"
-    e = {**entry, "kind": kind, "order": order, "index_bits": ibits, "entries": entries,
-         "nonzeros": int(len(pos))}
+            best = (size, order, pos, len(stored), lengths, stream)
+    return best[1:]
+
+
+def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
+    t = t.detach().cpu().contiguous()
+    if DTYPE_NAMES.get(t.dtype) is None:
+        raise CheckpointError(f"{name}: dtype {t.dtype} cannot be stored in a .dc file")
+    if mask is None and q is None:
+        return _dense(name, t, float16)
+    _check_float32(name, t)
+    rows, cols = as_2d(t.shape)
+    w = t.numpy().reshape(rows, cols)
+    m = _check_mask(name, t, w, mask, rows, cols) if mask is not None else None
+    entry = {"name": name, "dtype": "float32", "shape": list(t.shape)}
+    if q is not None:
+        cb, idx, bits, meta = _check_quant(name, t, w, q, m, rows, cols)
+        k = len(cb)
+        cb_dtype, codebook = _codebook_section(cb)
+        entry.update(bits=bits, codebook_size=k, codebook_dtype=cb_dtype, quant_meta=meta)
+    if m is None:                                   # quantized, not pruned: every index, no gaps
+        wlen, wstream = _huffman(np.where(idx >= 0, idx, k).reshape(-1), k + 1, max_len)
+        return _Tensor({**entry, "kind": "quantized_dense"}, [codebook, ("weights", wstream)],
+                       [wlen])
+    order, pos, entries, glen, gstream = _gaps(m, ibits, max_len)
+    e = {**entry, "kind": "quantized" if q is not None else "sparse", "order": order,
+         "index_bits": ibits, "entries": entries, "nonzeros": int(len(pos))}
     if q is None:
         flat = (w if order == "csr" else w.T).reshape(-1)
-        return _Tensor(e, gap_secs + [("values", flat[pos].astype("<f4").tobytes())])
+        return _Tensor(e, [("gaps", gstream), ("values", flat[pos].astype("<f4").tobytes())],
+                       [glen])
     sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
-    wtable, wstream = _huffman(np.where(sym >= 0, sym, k), k + 1, max_len)
-    return _Tensor(e, [codebook, ("weight_codes", wtable), ("weights", wstream)] + gap_secs)
+    wlen, wstream = _huffman(np.where(sym >= 0, sym, k), k + 1, max_len)
+    return _Tensor(e, [codebook, ("weights", wstream), ("gaps", gstream)], [wlen, glen])
 
 
 def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
@@ -182,6 +219,8 @@ def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
                            config.float16, config.max_code_length)
             for n in sorted(sf.state_dict)]
 
+
+# --- the header (docs/FORMAT.md, "Header") ------------------------------------------------------
 
 def jsonable(x):
     """Plain JSON data: tensors and numpy values to lists and numbers, NaN/inf to None."""
@@ -212,70 +251,146 @@ def round_floats(x, digits: int = 7):
     return x
 
 
-def canonical_json(obj) -> bytes:
-    return json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True, allow_nan=False).encode("ascii")
+_METRICS = ("top1", "top5", "loss")
+_SIZES = ("params", "nonzero_share", "bytes", "ratio", "dense_bytes")
 
 
-def deflate(raw: bytes) -> bytes:
-    """Raw DEFLATE (RFC 1951, zlib level 9): the stage history repeats its keys, and every
-    header byte counts toward the compression ratio."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-    return c.compress(raw) + c.flush()
+def compact_record(rec: dict) -> dict:
+    """What the report reads of a stage record (docs/FORMAT.md, "History"): stage, command,
+    wall time, accuracy and sizes; training logs, configs and versions stay in the stage files.
+    The encoded record keeps no sizes: the reader derives them from the file."""
+    m = rec.get("metrics") or {}
+    out = {k: rec[k] for k in ("stage", "command", "wall_time", "lossy") if k in rec}
+    out["metrics"] = {k: m[k] for k in _METRICS if k in m}
+    if isinstance(m.get("before"), dict):
+        out["metrics"]["before"] = {k: m["before"][k] for k in _METRICS[:2] if k in m["before"]}
+    if rec.get("stage") != "encoded":
+        z = rec.get("sizes") or {}
+        out["sizes"] = round_floats({k: z[k] for k in _SIZES if k in z}, 4)
+    return out
+
+
+def compact_history(history: list) -> list:
+    return round_floats(jsonable([compact_record(r) for r in history]))
+
+
+def _compact_data(data: dict) -> dict:
+    """The data set's description; class names 0..n-1 written as their count n."""
+    d = dict(data)
+    if d.get("classes") == [str(i) for i in range(len(d.get("classes") or []))] and d["classes"]:
+        d["classes"] = len(d["classes"])
+    return d
+
+
+def _layout(arch: dict, tensors: list[_Tensor]) -> dict:
+    """What the header must say about names, dtypes and shapes: nothing where the architecture
+    builds exactly the state dict; else the tensors it builds differently (``state``) and those
+    it builds that the file lacks (``drop``); everything (``explicit``) where it cannot be built."""
+    have = {t.entry["name"]: (t.entry["dtype"], tuple(t.entry["shape"])) for t in tensors}
+    try:
+        built = arch_state(arch, "encode")
+    except (FormatError, UsageError):
+        return {"explicit": True, "state": [[n, d, list(s)] for n, (d, s) in sorted(have.items())]}
+    out = {}
+    state = [[n, d, list(s)] for n, (d, s) in sorted(have.items()) if built.get(n) != (d, s)]
+    drop = sorted(set(built) - set(have))
+    if state:
+        out["state"] = state
+    if drop:
+        out["drop"] = drop
+    return out
+
+
+def _entry(t: _Tensor, quant_meta: dict):
+    """A tensor's version 2 header entry: 0 for a dense tensor stored in its own dtype, else
+    ``[kind, fields...]`` (dcformat.FIELDS_V2; ``*_len`` are section lengths), then the
+    quantizer fields where they are not the shared ones."""
+    e, secs = t.entry, dict(t.sections)
+    if e["kind"] == "dense" and e["stored"] == e["dtype"]:
+        return 0
+    out = [e["kind"]] + [len(secs[f[:-len("_len")]]) if f.endswith("_len") else e[f]
+                         for f in FIELDS_V2[e["kind"]]]
+    if "quant_meta" in e and e["quant_meta"] != quant_meta:
+        out.append(e["quant_meta"])
+    return out
+
+
+def _shared_meta(tensors: list[_Tensor]) -> dict:
+    """The quantizer fields most tensors share (ties: the first in name order)."""
+    metas = [canonical_json(t.entry["quant_meta"]) for t in tensors if "quant_meta" in t.entry]
+    if not metas:
+        return {}
+    best = max(dict.fromkeys(metas), key=metas.count)
+    return next(t.entry["quant_meta"] for t in tensors
+                if "quant_meta" in t.entry and canonical_json(t.entry["quant_meta"]) == best)
+
+
+def side_blocks(tensors: list[_Tensor]) -> dict:
+    """The three side blocks of the data area (docs/FORMAT.md, "Side blocks"), each raw
+    DEFLATE of (or empty when there is nothing to put in it): ``code_tables``, every stream's
+    code lengths, a byte per symbol of its alphabet; ``codebooks``, every codebook
+    delta-coded; ``dense``, every dense tensor's bytes as byte planes. Tensors in name order."""
+    tables, codebooks, dense = [], [], []
+    for t in tensors:
+        tables += [np.asarray(L, np.uint8).tobytes() for L in t.tables]
+        for name, b in t.sections:
+            if name == "codebook":
+                codebooks.append(delta_code(b, CODEBOOK_DTYPES[t.entry["codebook_dtype"]]))
+            elif name == "dense":
+                dense.append(shuffle(b, np.dtype(NUMPY[t.entry["stored"]]).itemsize))
+    return {k: deflate(b"".join(v)) if any(v) else b""
+            for k, v in (("code_tables", tables), ("codebooks", codebooks), ("dense", dense))}
 
 
 def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes:
-    """The bytes of a .dc file (docs/FORMAT.md, "Layout")."""
-    entries, blobs, offset = [], [], 0
-    for t in sorted(tensors, key=lambda t: t.entry["name"]):
-        secs = []
-        for name, b in t.sections:
-            secs.append([name, offset, len(b), zlib.crc32(b)])
-            blobs.append(b)
-            offset += len(b)
-        entries.append({**t.entry, "sections": secs})
-    header = deflate(canonical_json({"arch": arch, "data": data, "history": history,
-                                     "tensors": entries}))
-    body = PREFIX.pack(DC_MAGIC, *DC_VERSION, len(header), zlib.crc32(header), offset) \
-        + header + b"".join(blobs)
-    return body + struct.pack("<I", zlib.crc32(body))
+    """The bytes of a version 2 .dc file (docs/FORMAT.md, "Layout")."""
+    tensors = sorted(tensors, key=lambda t: t.entry["name"])
+    meta = _shared_meta(tensors)
+    blocks = side_blocks(tensors)
+    header = {"arch": arch, "data": _compact_data(data), "history": history,
+              "quant_meta": meta, "blocks": {k: len(b) for k, b in blocks.items()},
+              "tensors": [_entry(t, meta) for t in tensors], **_layout(arch, tensors)}
+    header = deflate(canonical_json(jsonable(header)))
+    streams = [b for t in tensors for name, b in t.sections if name in STREAM_SECTIONS]
+    data_area = b"".join(blocks[k] for k in BLOCKS) + b"".join(streams)
+    body = PREFIX_V2.pack(MAGIC, *VERSION, len(header), len(data_area)) + header + data_area
+    return body + TRAILER.pack(zlib.crc32(body))
 
 
 def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = None):
     """Encode a stage file: (file bytes, the "encoded" stage record with every size filled in).
 
     ``metrics`` default to those of the stage before (encoding is lossless); give measured ones
-    when ``config.float16`` makes it lossy.
+    when ``config.float16`` makes it lossy. A stage that was encoded before (a .dc file read
+    back) is encoded again: its encoded record is replaced.
     """
-    from .sizes import stage_sizes
     from .stagefile import stage_record
     config = config or EncodeConfig()
     t0 = time.perf_counter()
     tensors = encode_tensors(sf, config)
-    sizes = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
-    # The byte breakdown and the per-tensor Huffman figures are not stored: the reader derives
-    # them from the sections and streams (docs/FORMAT.md, "The encoded record").
-    prev = dict(sf.history[-1]["metrics"]) if sf.history else {}
-    cfg = config.to_dict()      # the bits of each tensor are in its header entry
-    extra = {"lossy": True} if config.float16 else {}
-    record = stage_record("encoded", cfg, metrics if metrics is not None else prev, sizes,
-                          time.perf_counter() - t0, **extra)
-    history = round_floats(jsonable(list(sf.history) + [record]))
+    before = [r for r in sf.history if r.get("stage") != "encoded"]
+    prev = dict(sf.history[-1].get("metrics") or {}) if sf.history else {}
+    extra = {"lossy": True} if config.float16 or any(r.get("lossy") for r in sf.history) else {}
+    record = stage_record("encoded", config.to_dict(), metrics if metrics is not None else prev,
+                          {}, time.perf_counter() - t0, **extra)
+    history = [] if config.strip else compact_history(before + [record])
     buf = pack(sf.arch, sf.data, history, tensors)
     from .decode import decode_bytes      # the record as any reader sees it, and a round trip
-    return buf, decode_bytes(buf, template=sf.template).history[-1]
+    back = decode_bytes(buf, template=sf.template)
+    if not config.float16:
+        _check_exact(sf.state_dict, back.state_dict)
+    return buf, back.history[-1]
 
 
-def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> dict:
-    """Fill in what the file does not store about itself: its size and ratio, the byte
-    breakdown (``parts``: bytes per section kind; the header is the rest) and the per-tensor
-    Huffman figures."""
-    sizes = record["sizes"]
-    sizes["bytes"] = nbytes
-    sizes["ratio"] = sizes["dense_bytes"] / max(nbytes, 1)
-    sizes["breakdown"] = {**parts, "header": nbytes - sum(parts.values())}
-    sizes["tensors"] = tensors
-    return record
+def _check_exact(want: dict, got: dict) -> None:
+    """The decoded tensors are the encoded ones, bit for bit (NaNs where NaNs were)."""
+    for k, v in want.items():
+        w, g = v.detach().cpu(), got[k]
+        if w.dtype != g.dtype or w.shape != g.shape or not (
+                torch.equal(w, g) or (w.is_floating_point() and torch.equal(w.isnan(), g.isnan())
+                                      and torch.equal(w.nan_to_num(), g.nan_to_num()))):
+            raise FormatError(f"{k}: the encoded file does not decode to the same tensor "
+                              "(a deepcomp bug: please report it)")
 
 
 def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None) -> dict:

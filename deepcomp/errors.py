@@ -77,3 +77,8 @@ class CountMismatchError(FormatError):
 
 class UnknownArchitectureError(FormatError):
     """The file names an architecture this registry does not know."""
+
+
+class UntrustedArchitectureError(UnknownArchitectureError, UntrustedModelError):
+    """A .dc file names a ``module:factory`` model that the user has not named: a format error
+    to the reader's callers, a usage error (exit 2) to the command line."""

@@ -12,7 +12,8 @@ import torch
 
 from .errors import CheckpointError, UsageError
 from .models import allow_reference, create, is_reference, model_info
-from .stagefile import DC_MAGIC, STAGE_FORMAT, StageFile, arch_for, fit_state_dict
+from .dcformat import MAGIC as DC_MAGIC
+from .stagefile import STAGE_FORMAT, StageFile, arch_for, fit_state_dict
 
 __all__ = ["load_stage", "load_checkpoint_state", "unwrap_state_dict"]
 

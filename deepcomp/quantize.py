@@ -1,9 +1,10 @@
 """Quantization: k-means weight sharing with trained centroids (Han et al. 2016, section 3).
 
 The kept weights of each convolution and linear layer are clustered into at most ``2**bits``
-groups; each weight is replaced by its cluster's centroid, so the layer stores a small float32
-codebook and one ``bits``-wide index per kept weight. Pruned weights (mask False, or zero where a
-layer has no mask) are not clustered and stay exactly zero: their index is -1.
+groups; each weight is replaced by its cluster's centroid, so the layer stores a small codebook
+(float16 numbers, 2 bytes each) and one ``bits``-wide index per kept weight. Pruned weights
+(mask False, or zero where a layer has no mask) are not clustered and stay exactly zero: their
+index is -1.
 
 Fine-tuning (section 3.2) trains the codebooks, not the weights: the forward pass uses
 ``codebook[index]``, the gradient of a centroid is the sum of the gradients of the weights
@@ -34,7 +35,7 @@ from .stagefile import StageFile, as_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
 __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_bits",
-           "check_quantized", "INITS", "MAX_BITS", "CodebookWeight"]
+           "check_quantized", "INITS", "MAX_BITS", "CodebookWeight", "round_float16"]
 
 INITS = ("linear", "density", "forgy")
 MAX_BITS = 12           # the .dc format (docs/FORMAT.md) allows 1..12 bits, 4,096 shared weights
@@ -59,6 +60,10 @@ class QuantizeConfig:
     seed: int = 0                   # forgy's draw
     max_iter: int = 100_000         # Lloyd iterations per layer, a cap (1-D ones cost microseconds)
     tol: float = 0.0                # 0: until no assignment changes; > 0: stop as scikit-learn
+    # Round the centroids to float16 numbers, after k-means and in every fine-tuning forward
+    # pass, so the .dc file stores each in 2 bytes exactly (a relative change of at most 2**-11,
+    # far below the spread of a cluster); False keeps float32 centroids.
+    float16_codebooks: bool = True
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -192,25 +197,47 @@ class CodebookWeight(nn.Module):
 
     The codebook is the only trainable tensor; autograd's index backward sums the gradients of
     the weights that share a centroid (paper, equation 3). The indices are a fixed buffer.
+
+    With ``float16`` the lookup uses the codebook rounded to float16 numbers, and the gradient
+    passes the rounding unchanged (a straight-through estimator): the float32 codebook gathers
+    updates smaller than half a float16 step, which rounding the parameter itself after every
+    optimizer step would throw away, and the model always computes with what the file stores.
     """
 
-    def __init__(self, codebook: torch.Tensor, indices: torch.Tensor):
+    def __init__(self, codebook: torch.Tensor, indices: torch.Tensor, float16: bool = False):
         super().__init__()
+        self.float16 = float16
         self.codebook = nn.Parameter(codebook.detach().clone().float())
         idx = indices.long().clone()
         idx[idx < 0] = codebook.numel()      # one past the end: the constant zero
         self.register_buffer("index", idx)
 
+    def rounded(self) -> torch.Tensor:
+        """The codebook the model computes with: float16 numbers when asked for."""
+        cb = self.codebook
+        if not self.float16:
+            return cb
+        return cb + (round_float16(cb.detach()) - cb.detach())
+
     def lookup(self) -> torch.Tensor:
-        table = torch.cat([self.codebook, self.codebook.new_zeros(1)])
+        cb = self.rounded()
+        table = torch.cat([cb, cb.new_zeros(1)])
         return table[self.index]
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         return self.lookup().to(original.dtype)
 
 
+def round_float16(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the nearest float16 numbers, as float32; values beyond float16's range
+    stay as they are (their codebook is then stored as float32)."""
+    h = x.half().float()
+    return torch.where(torch.isfinite(h) | ~torch.isfinite(x), h, x)
+
+
 def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
-              teacher: nn.Module | None = None, checkpoint=None) -> tuple[dict, list]:
+              teacher: nn.Module | None = None, checkpoint=None,
+              float16: bool = False) -> tuple[dict, list]:
     """Train the codebooks of ``model`` in place; return ``(codebooks, epoch history)``.
 
     Weight decay: ``train.fit`` decays only tensors of 2 or more dimensions, so the 1-D
@@ -221,7 +248,7 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
     modules = dict(model.named_modules())
     for name, q in quant.items():
         mod = modules[name.rpartition(".")[0]]
-        param = CodebookWeight(q["codebook"], q["indices"])
+        param = CodebookWeight(q["codebook"], q["indices"], float16)
         parametrize.register_parametrization(mod, "weight", param)
         mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
     from . import resume as rs
@@ -242,7 +269,7 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
         for name in quant:
             mod = modules[name.rpartition(".")[0]]
             p = mod.parametrizations.weight[0]
-            codebooks[name] = p.codebook.detach().float().cpu().clone()
+            codebooks[name] = p.rounded().detach().float().cpu().clone()
             expected = p.lookup().detach()
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
             mod.weight.requires_grad_(True)
@@ -327,7 +354,10 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
                                                config.seed, config.max_iter, config.tol, info)
         indices = torch.full(w.shape, -1, dtype=torch.int16)
         indices[keep] = torch.from_numpy(labels).to(torch.int16)
-        quant[name] = {"codebook": torch.from_numpy(centroids).float(), "indices": indices,
+        codebook = torch.from_numpy(centroids).float()
+        if config.float16_codebooks:
+            codebook = round_float16(codebook)
+        quant[name] = {"codebook": codebook, "indices": indices,
                        "bits": b, "init": config.init}
         layers[name] = {"bits": b, "kept": int(keep.sum()), "clusters": int(centroids.size),
                         "inertia": inertia, "iterations": info["iterations"],
@@ -348,7 +378,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
             if config.finetune.distill_weight > 0 and teacher is None:
                 teacher = sf.build_model()
             codebooks, epochs = _finetune(model, quant, data, config.finetune, teacher,
-                                          checkpoint)
+                                          checkpoint, config.float16_codebooks)
             for name, cb in codebooks.items():
                 quant[name]["codebook"] = cb
             fitted = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -80,7 +80,8 @@ def stage_rows(inp: Inputs) -> list[dict]:
         rows.append({"stage": "baseline", "params": z.get("params"), "nonzero": 1.0,
                      "weight_bits": "32", "index_bits": "-", "bytes": dense, "ratio": 1.0,
                      "top1": (before or {}).get("top1"), "top5": (before or {}).get("top5"),
-                     "seconds": None, "command": "(input checkpoint)"})
+                     "seconds": None, "command": "(not in the file: its history was stripped)"
+                     if recs[0].get("stripped") else "(input checkpoint)"})
     for rec in recs:
         z = rec.get("sizes", {})
         m = rec.get("metrics", {})

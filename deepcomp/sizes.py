@@ -20,9 +20,9 @@ __all__ = ["dense_bytes", "layer_sizes", "stage_sizes", "format_ratio"]
 
 
 def format_ratio(ratio: float) -> str:
-    """``12.3x``; a ratio below 1 (a file larger than the dense model) keeps two decimals, so
-    it never reads as 1.0x."""
-    return f"{ratio:.1f}x" if ratio >= 1 else f"{ratio:.2f}x"
+    """``12.3x``; a ratio below 1 (a file larger than the dense model) keeps three decimals,
+    so it never reads as 1.0x."""
+    return f"{ratio:.1f}x" if ratio >= 1 else f"{ratio:.3f}x"
 
 
 def dense_bytes(state_dict: dict) -> int:
@@ -51,7 +51,8 @@ def layer_sizes(sf, index_bits: dict | None = None) -> list[dict]:
         bits = stored * (wbits + ibits_used) + codebook_bits
         rows.append({"name": name, "shape": list(w.shape), "weights": n, "kept": kept,
                      "kept_share": kept / n, "weight_bits": wbits, "index_bits": ibits_used,
-                     "entries": stored, "bits": bits, "ratio": 32 * n / max(bits, 1)})
+                     "entries": stored, "bits": bits,
+                     "ratio": 32 * n / bits if bits else None})   # None: nothing stored
     return rows
 
 

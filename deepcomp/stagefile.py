@@ -26,7 +26,6 @@ __all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", 
 
 STAGE_FORMAT = "deepcomp-stage/1"
 COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
-DC_MAGIC = b"DEEPCOMP"            # the first 8 bytes of a .dc file (docs/FORMAT.md)
 
 
 @dataclass

@@ -117,6 +117,8 @@ def test_force_allows_writing_over_the_input(files, capsys):
         torch.load("lenet.pt", weights_only=True)["state_dict"].keys()
 
 
-def test_a_file_larger_than_the_dense_model_says_so(files, capsys):
-    c, out, _ = run(capsys, "encode", "lenet.pt", "-o", "dense.dc")
-    assert c == 0 and "x LARGER than" in out and "smaller" not in out.splitlines()[0]
+def test_a_ratio_below_one_is_printed_as_such():
+    from deepcomp.cli import _compared
+    from deepcomp.sizes import format_ratio
+    assert format_ratio(0.996) == "0.996x" and format_ratio(12.34) == "12.3x"
+    assert _compared(0.996) == "1.004x LARGER than the" and _compared(2.0) == "2.0x smaller than"

@@ -1,4 +1,5 @@
-"""The .dc file: golden bytes against docs/FORMAT.md, exact round trips, determinism, CLI."""
+"""The .dc file: golden bytes against docs/FORMAT.md (version 2, and the committed version 1
+file), exact round trips on every registered model, determinism, an empty layer, CLI."""
 import json
 import os
 import random
@@ -12,12 +13,14 @@ from torch import nn
 from deepcomp import errors
 from deepcomp.cli import main
 from deepcomp.decode import decode_bytes, read_dc
-from deepcomp.encode import EncodeConfig, deflate, encode_stage, encode_tensors, pack
-from deepcomp.models import _registry
+from deepcomp.dcformat import canonical_json, deflate
+from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors, pack
+from deepcomp.models import _registry, create, list_models
 from deepcomp.loading import load_stage
 from deepcomp.stagefile import StageFile, save_stage
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "tiny.dc")
+GOLDEN_V1 = os.path.join(os.path.dirname(__file__), "golden", "tiny.dc")     # committed, v1
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "tiny-v2.dc")
 
 
 def inflate(raw: bytes) -> bytes:
@@ -88,54 +91,97 @@ def assert_same_stage(a: StageFile, b: StageFile):
 
 # --- the byte table ----------------------------------------------------------------------
 
+def v1_bytes() -> bytes:
+    with open(GOLDEN_V1, "rb") as f:
+        return f.read()
+
+
+def split_v2(buf: bytes) -> tuple[dict, bytes]:
+    """(header JSON, data area) of a version 2 file."""
+    hlen, dlen = struct.unpack_from("<IQ", buf, 12)
+    return json.loads(inflate(buf[24:24 + hlen])), buf[24 + hlen:24 + hlen + dlen]
+
+
 def test_golden_bytes_match_the_byte_table():
+    """docs/FORMAT.md, "The tiny file", byte for byte."""
     buf = tiny_bytes()
     if os.environ.get("DEEPCOMP_WRITE_GOLDEN"):
-        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "wb") as f:
             f.write(buf)
     with open(GOLDEN, "rb") as f:
         assert buf == f.read(), "encoding changed: update docs/FORMAT.md and the golden file"
-    # docs/FORMAT.md, "Layout"
+    # "Layout": the 24-byte prefix, the header, the data area, the CRC32 of all before it
+    assert buf[:8] == b"DEEPCOMP"
+    major, minor, hlen, dlen = struct.unpack_from("<HHIQ", buf, 8)
+    assert (major, minor) == (2, 0) and len(buf) == 28 + hlen + dlen == 372
+    assert struct.unpack("<I", buf[-4:])[0] == zlib.crc32(buf[:-4])
+    text = inflate(buf[24:24 + hlen])                # raw DEFLATE of the canonical JSON
+    h = json.loads(text)
+    assert text == canonical_json(h)
+    # "Header": no names or shapes (dctiny builds them); one entry per tensor in name order
+    assert set(h) == {"arch", "blocks", "data", "history", "quant_meta", "tensors"}
+    assert h["quant_meta"] == {"init": "linear"}
+    assert h["blocks"] == {"code_tables": 18, "codebooks": 14, "dense": 17}
+    assert h["tensors"] == [["dense", "float16"],                               # fc1.bias
+                            ["quantized", 2, 4, "float16", "csc", 5, 5, 5, 2, 2],  # fc1.weight
+                            ["dense", "float16"],                               # fc2.bias
+                            ["sparse", "csr", 5, 3, 3, 1],                      # fc2.weight
+                            ["dense", "float16"],                               # fc3.bias
+                            ["quantized_dense", 1, 2, "float16", 1]]            # fc3.weight
+    data = buf[24 + hlen:24 + hlen + dlen]
+    # "Side blocks": code lengths, one byte per symbol of each stream's alphabet
+    lengths = inflate(data[:18])
+    assert len(lengths) == 5 + 33 + 33 + 3
+    assert lengths[:9] == bytes([2, 2, 2, 2, 0, 2, 2, 2, 2])  # fc1 weights 0..3 + none, gaps
+    assert lengths[38:43] == bytes([0, 1, 0, 0, 1])           # fc2 gaps 1 and 4 (a filler)
+    assert lengths[-3:] == bytes([1, 1, 0])                   # fc3 weights: two 1-bit codes
+    # codebooks: float16 bits mapped to ordered integers, steps modulo 2**16, byte planes
+    assert inflate(data[18:32]) == bytes([0xff, 0x01, 0x00, 0x00, 0x47, 0x6c, 0x06, 0x02,
+                                          0xff, 0x01, 0x43, 0x7c])
+    half = struct.Struct("<3e")                               # dense: byte planes of float16
+    planes = [(x[0::2], x[1::2]) for x in (half.pack(0.5, -0.5, 1.0), half.pack(0.0, 0.25, -0.25),
+                                           struct.pack("<2e", 1.0, -1.0))]
+    assert inflate(data[32:49]) == b"".join(lo + hi for lo, hi in planes)
+    # "Sections": the streams, tensors in name order
+    assert data[49:] == b"".join([
+        bytes.fromhex("d480"), bytes.fromhex("1b40"),   # fc1.weight weights, gaps
+        bytes.fromhex("40"),                            # fc2.weight gaps
+        struct.pack("<3f", 1.5, -2.0, 0.125),           # fc2.weight values (csr order)
+        bytes.fromhex("70")])                           # fc3.weight: symbols 0 1 1 1 0 0
+    assert_same_stage(tiny_stage(), decode_bytes(buf))
+
+
+def test_the_tiny_file_table_in_format_md_is_the_golden_file():
+    """docs/FORMAT.md, "The tiny file": every row's bytes are the file's at that offset."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "FORMAT.md")).read()
+    table = doc[doc.index("## The tiny file"):doc.index("## Why version 2")]
+    with open(GOLDEN, "rb") as f:
+        buf = f.read()
+    rows = re.findall(r"^\| (\d+) +\| `([0-9a-f ]+)` \|", table, re.M)
+    assert len(rows) == 13
+    for offset, hexbytes in rows:
+        want = bytes.fromhex(hexbytes)
+        assert buf[int(offset):int(offset) + len(want)] == want, offset
+    header = re.search(r"```json\n(\{.*\})\n```", table).group(1)
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    assert inflate(buf[24:24 + hlen]).decode() == header
+
+
+def test_version_1_golden_file_still_decodes():
+    """The committed version 1 file (docs/FORMAT.md, appendix) reads back exactly."""
+    buf = v1_bytes()
     assert buf[:8] == b"DEEPCOMP"
     major, minor, hlen, hcrc, dlen = struct.unpack_from("<HHIIQ", buf, 8)
-    assert (major, minor) == (1, 0)
-    assert len(buf) == 32 + hlen + dlen
-    header = buf[28:28 + hlen]
-    assert zlib.crc32(header) == hcrc
-    assert struct.unpack("<I", buf[-4:])[0] == zlib.crc32(buf[:-4])
-    text = inflate(header)                       # raw DEFLATE of the canonical JSON
-    h = json.loads(text)
-    assert text == json.dumps(h, sort_keys=True, separators=(",", ":")).encode()
-    names = [t["name"] for t in h["tensors"]]
-    assert names == sorted(names) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight",
-                                      "fc3.bias", "fc3.weight"]
-    data = buf[28 + hlen:28 + hlen + dlen]
-    offset = 0
-    for t in h["tensors"]:
-        for name, off, length, crc in t["sections"]:
-            assert off == offset and zlib.crc32(data[off:off + length]) == crc
-            offset += length
-    assert offset == dlen
-    t = {t["name"]: t for t in h["tensors"]}
-    # dense float32 bias, little-endian
-    _, off, length, _ = t["fc1.bias"]["sections"][0]
-    assert data[off:off + length] == struct.pack("<3f", 0.5, -0.5, 1.0)
-    # fc1: 4 kept weights of 12, row order (0,0) (0,3) (2,0) (2,1), then (2,3): gaps 0 2 4 0;
-    # with 5 index bits no filler; codebook as float32
-    f1 = t["fc1.weight"]
-    assert f1["kind"] == "quantized" and f1["nonzeros"] == 5 and f1["entries"] == 5
-    assert [s[0] for s in f1["sections"]] == ["codebook", "weight_codes", "weights",
-                                              "gap_codes", "gaps"]
-    _, off, length, _ = f1["sections"][0]
-    assert data[off:off + length] == struct.pack("<4f", -0.5, 0.25, 0.75, 1.0)
-    assert t["fc3.weight"]["kind"] == "quantized_dense"
-    assert t["fc2.weight"]["kind"] == "sparse" and t["fc2.weight"]["nonzeros"] == 3
-    _, off, length, _ = t["fc2.weight"]["sections"][2]          # values, in walk order
-    order = t["fc2.weight"]["order"]
-    want = [1.5, -2.0, 0.125] if order == "csr" else [-2.0, 1.5, 0.125]
-    assert data[off:off + length] == struct.pack("<3f", *want)
-    assert_same_stage(tiny_stage(), decode_bytes(buf))
+    assert (major, minor) == (1, 0) and len(buf) == 32 + hlen + dlen
+    assert zlib.crc32(buf[28:28 + hlen]) == hcrc
+    h = json.loads(inflate(buf[28:28 + hlen]))
+    assert [t["name"] for t in h["tensors"]] == sorted(tiny_stage().state_dict)
+    back = decode_bytes(buf)
+    assert_same_stage(tiny_stage(), back)
+    assert back.history == [{"stage": "baseline", "metrics": {"top1": 50.0}}]
+    again = decode_bytes(encode_stage(back)[0])          # re-encoded as version 2
+    assert_same_stage(tiny_stage(), again)
 
 
 def test_fillers_and_csc_choice():
@@ -238,13 +284,67 @@ def test_round_trip_resnet20_with_batch_norm():
     assert kinds == {"quantized", "quantized_dense"}
 
 
+def synthetic_stage(name: str) -> StageFile:
+    """A registered model with small synthetic weights, laid out to exercise every kind: each
+    convolution and linear weight keeps at most 48 random weights on a 2-bit float16 codebook,
+    but for the smallest (quantized, not pruned) and the last other (pruned, float32 values); norms
+    and biases random float32; BatchNorm's step counters 7."""
+    from deepcomp.dcformat import arch_state
+    from deepcomp.sparse import is_prunable_weight
+    g = torch.Generator().manual_seed(0)
+    arch = {"name": name, "kwargs": {"num_classes": 3}}
+    sd = {}
+    for k, (dtype, shape) in arch_state(arch, name).items():
+        if dtype == "int64":
+            sd[k] = torch.tensor(7)
+        else:
+            sd[k] = torch.randn(shape, generator=g) if len(shape) < 2 else torch.zeros(shape)
+    weights = [k for k, v in sd.items() if is_prunable_weight(k, v)]
+    smallest = min(weights, key=lambda k: sd[k].numel())
+    last = [k for k in weights if k != smallest][-1]
+    cb = torch.tensor([-0.5, -0.25, 0.25, 0.5])
+    masks, quant = {}, {}
+    for k in weights:
+        w = sd[k].view(-1)
+        if k == smallest:
+            idx = torch.randint(0, 4, w.shape, generator=g, dtype=torch.int16)
+        else:
+            idx = torch.full(w.shape, -1, dtype=torch.int16)
+            pos = torch.randint(0, w.numel(), (48,), generator=g)
+            idx[pos] = torch.randint(0, 4, (48,), generator=g, dtype=torch.int16)
+            masks[k] = (idx >= 0).view(sd[k].shape)
+        w[:] = torch.where(idx >= 0, cb[idx.long().clamp(min=0)], torch.zeros(()))
+        if k == last:
+            w[idx >= 0] = torch.randn(int((idx >= 0).sum()), generator=g)
+        else:
+            quant[k] = {"codebook": cb, "indices": idx.view(sd[k].shape), "bits": 2,
+                        "init": "linear"}
+    return StageFile(arch, {"spec": "synthetic"}, sd, masks, quant, [])
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not n.startswith("tv.")])
+def test_round_trip_every_registered_model(name):
+    sf = synthetic_stage(name)
+    buf, rec = encode_stage(sf)
+    back = decode_bytes(buf)
+    assert_same_stage(sf, back)
+    assert list(back.state_dict) == list(create(name, num_classes=3).state_dict())
+    assert set(split_v2(buf)[0]) == {"arch", "data", "history", "quant_meta", "blocks", "tensors"}
+    kinds = {t["kind"] for t in rec["sizes"]["tensors"].values()}
+    assert kinds == {"quantized", "quantized_dense", "sparse"}
+
+
 def test_float16_is_opt_in_and_marked_lossy():
     sf = tiny_stage()
     sf.state_dict["fc1.bias"] = torch.tensor([0.1, -0.5, 1.0])
     exact, rec = encode_stage(sf)
     assert "lossy" not in rec
     half, rec16 = encode_stage(sf, EncodeConfig(float16=True))
-    assert rec16["lossy"] is True and len(half) < len(exact)
+    assert rec16["lossy"] is True
+    assert rec16["sizes"]["breakdown"]["dense"] < rec["sizes"]["breakdown"]["dense"]
+    entries = split_v2(exact)[0]["tensors"]          # exact: float16 only where that is exact
+    assert entries[0] == 0 and entries[2] == entries[4] == ["dense", "float16"]
+    assert split_v2(half)[0]["tensors"][0] == ["dense", "float16"]
     back = decode_bytes(half).state_dict
     assert back["fc1.bias"].dtype == torch.float32
     assert torch.equal(back["fc1.bias"], sf.state_dict["fc1.bias"].half().float())
@@ -273,10 +373,9 @@ def _flip(buf: bytes, i: int) -> bytes:
 
 def test_named_errors_for_each_malformation():
     buf = tiny_bytes()
-    hlen = struct.unpack_from("<I", buf, 12)[0]
     cases = [
         (b"PK\x03\x04" + buf[4:], errors.BadMagicError),
-        (buf[:8] + struct.pack("<H", 2) + buf[10:], errors.UnsupportedVersionError),
+        (buf[:8] + struct.pack("<H", 3) + buf[10:], errors.UnsupportedVersionError),
         (buf[:20], errors.TruncatedFileError),
         (buf[:-10], errors.TruncatedFileError),
         (buf + b"\0", errors.InvalidOffsetError),
@@ -284,19 +383,22 @@ def test_named_errors_for_each_malformation():
         (_flip(buf, len(buf) - 20), errors.ChecksumError),
         (buf[:12] + struct.pack("<I", 1 << 30) + buf[16:], errors.HeaderTooLargeError),
     ]
+    old = v1_bytes()
+    cases += [(old[:20], errors.TruncatedFileError), (_flip(old, 40), errors.ChecksumError),
+              (old[:12] + struct.pack("<I", 1 << 30) + old[16:], errors.HeaderTooLargeError)]
     for bad, err in cases:
         with pytest.raises(err):
             decode_bytes(bad)
-    assert hlen > 0
     # a header that inflates past the cap (a "zip bomb"): refused without inflating it all
     bomb = deflate(b" " * (17 << 20))
-    body = b"DEEPCOMP" + struct.pack("<HHIIQ", 1, 0, len(bomb), zlib.crc32(bomb), 0) + bomb
+    body = b"DEEPCOMP" + struct.pack("<HHIQ", 2, 0, len(bomb), 0) + bomb
     with pytest.raises(errors.HeaderTooLargeError):
         decode_bytes(body + struct.pack("<I", zlib.crc32(body)))
 
 
 def _forge(buf: bytes, edit) -> bytes:
-    """Edit the header JSON (and data) of a valid file, then make every checksum right again."""
+    """Version 1: edit the header JSON (and data) of a valid file, then make every checksum
+    right again."""
     hlen, _, dlen = struct.unpack_from("<IIQ", buf, 12)
     h = json.loads(inflate(buf[28:28 + hlen]))
     data = bytearray(buf[28 + hlen:28 + hlen + dlen])
@@ -316,29 +418,106 @@ def _forge(buf: bytes, edit) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def test_forged_headers_raise_named_errors():
-    buf = tiny_bytes()
+def forge_v2(buf: bytes, edit) -> bytes:
+    """Version 2: edit the header JSON (and data) of a valid file, then make the CRC right."""
+    h, data = split_v2(buf)
+    data = bytearray(data)
+    data = edit(h, data) or data
+    header = deflate(json.dumps(h, sort_keys=True, separators=(",", ":")).encode())
+    body = b"DEEPCOMP" + struct.pack("<HHIQ", 2, 0, len(header), len(data)) + header + bytes(data)
+    return body + struct.pack("<I", zlib.crc32(body))
 
+
+def test_forged_headers_raise_named_errors():
     def arch(h, d):
         h["arch"]["name"] = "no_such_net"
-
-    def shape(h, d):
-        h["tensors"][0]["shape"] = [4]
-
-    def count(h, d):
-        h["tensors"][1]["nonzeros"] = 4
-
-    def offset(h, d):
-        h["tensors"][0]["sections"][0][1] = 1
 
     def huge(h, d):
         h["arch"]["kwargs"] = {"num_classes": 2, "img_size": 1 << 20}
 
-    for edit, err in [(arch, errors.UnknownArchitectureError), (shape, errors.HeaderError),
-                      (count, errors.CountMismatchError), (offset, errors.InvalidOffsetError),
-                      (huge, errors.HeaderError)]:
-        with pytest.raises(err):
-            decode_bytes(_forge(buf, edit))
+    v1 = [(lambda h, d: h["tensors"][0].update(shape=[4]), errors.HeaderError),
+          (lambda h, d: h["tensors"][1].update(nonzeros=4), errors.CountMismatchError),
+          (lambda h, d: h["tensors"][0]["sections"][0].__setitem__(1, 1),
+           errors.InvalidOffsetError)]
+    v2 = [(lambda h, d: h.update(state=[["fc1.bias", "float32", [4]]]),
+           errors.CountMismatchError),                  # the dense block holds 3 elements
+          (lambda h, d: h.update(drop=["fc9.bias"]), errors.HeaderError),
+          (lambda h, d: h["tensors"][1].__setitem__(7, 4), errors.CountMismatchError),
+          (lambda h, d: h["blocks"].update(codebooks=17), errors.InvalidOffsetError),
+          (lambda h, d: h["blocks"].update(dense=16), errors.InvalidOffsetError),
+          (lambda h, d: h["tensors"].__delitem__(-1), errors.HeaderError),
+          (lambda h, d: h.update(explicit=True), errors.HeaderError)]
+    for forge, buf, cases in ((_forge, v1_bytes(), v1), (forge_v2, tiny_bytes(), v2)):
+        for edit, err in cases + [(arch, errors.UnknownArchitectureError),
+                                  (huge, errors.HeaderError)]:
+            with pytest.raises(err):
+                decode_bytes(forge(buf, edit))
+
+
+def test_a_layer_pruned_to_nothing_encodes_and_decodes(tmp_path):
+    """Issue 10's defect: global pruning can take every weight of a layer; its codebook is
+    empty. The file stores it as 0 kept weights, and the report says so."""
+    from deepcomp.report import layer_rows, read_inputs
+    sf = tiny_stage()
+    sf.state_dict["fc1.weight"] = torch.zeros(3, 4)
+    sf.masks["fc1.weight"] = torch.zeros(3, 4, dtype=torch.bool)
+    sf.quant["fc1.weight"] = {"codebook": torch.zeros(0), "bits": 2, "init": "linear",
+                              "indices": torch.full((3, 4), -1, dtype=torch.int16)}
+    buf, rec = encode_stage(sf)
+    back = decode_bytes(buf)
+    assert_same_stage(sf, back)
+    assert rec["sizes"]["tensors"]["fc1.weight"]["entries"] == 0
+    assert back.quant["fc1.weight"]["codebook"].numel() == 0
+    path = tmp_path / "m.dc"
+    path.write_bytes(buf)
+    rows = {r["layer"]: r for r in layer_rows(read_inputs([str(path)]))}
+    assert rows["fc1"]["kept"] == 0 and rows["fc1"]["weights"] == 12
+
+
+def test_strip_leaves_the_history_out_and_the_report_still_works(tmp_path, capsys):
+    sf = tiny_stage()
+    full, _ = encode_stage(sf)
+    stripped, rec = encode_stage(sf, EncodeConfig(strip=True))
+    assert len(stripped) < len(full) and split_v2(stripped)[0]["history"] == []
+    back = decode_bytes(stripped)
+    assert_same_stage(sf, back)
+    assert [r["stage"] for r in back.history] == ["encoded"] and rec["stripped"]
+    assert rec["sizes"]["bytes"] == len(stripped) and rec["sizes"]["kept"] == 5 + 3 + 6
+    path = tmp_path / "m.dc"
+    path.write_bytes(stripped)
+    assert main(["report", str(path), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert "encoded" in out and f"{len(stripped):,}" in out
+
+
+def test_history_is_compact_and_sizes_are_derived():
+    sf = tiny_stage()
+    sf.history = [{"stage": "baseline", "command": "deepcomp train", "wall_time": 1.5,
+                   "metrics": {"top1": 50.0, "top5": 100.0, "loss": 0.5, "images": 4},
+                   "sizes": {"params": 35, "bytes": 140, "ratio": 1.0, "dense_bytes": 140,
+                             "nonzero_share": 1.0, "kept": 30, "prunable": 30},
+                   "config": {"train": {"lr": 0.1}}, "epochs": [{"loss": 1.0}] * 50,
+                   "versions": {"torch": "2"}}]
+    buf, rec = encode_stage(sf)
+    h, _ = split_v2(buf)
+    base, enc = h["history"]
+    assert set(base) == {"stage", "command", "wall_time", "metrics", "sizes"}
+    assert "sizes" not in enc and rec["sizes"]["dense_bytes"] == 140
+    assert decode_bytes(buf).history[0]["metrics"] == {"top1": 50.0, "top5": 100.0, "loss": 0.5}
+
+
+def test_user_model_that_cannot_be_built_is_stored_with_names_and_shapes():
+    """A model given as a Python module whose class cannot be imported back (defined in a
+    function) stores its tensor list."""
+    class Local(Tiny):
+        pass
+    sf = StageFile.from_module(Local())
+    buf, rec = encode_stage(sf)
+    h, _ = split_v2(buf)
+    assert h["explicit"] is True and [s[0] for s in h["state"]] == sorted(sf.state_dict)
+    back = decode_bytes(buf)
+    for k, v in sf.state_dict.items():
+        assert torch.equal(back.state_dict[k], v)
 
 
 def test_cli_encode_decode_eval(tmp_path, capsys):
@@ -358,6 +537,16 @@ def test_cli_encode_decode_eval(tmp_path, capsys):
     import deepcomp
     model = deepcomp.load(str(dc))
     assert not model.training
+
+
+def test_cli_encodes_a_version_1_file_again_as_version_2(tmp_path, capsys):
+    old, new = tmp_path / "old.dc", tmp_path / "new.dc"
+    old.write_bytes(v1_bytes())
+    assert main(["encode", str(old), "-o", str(new), "--strip"]) == 0
+    assert new.read_bytes()[8:10] == b"\x02\x00" and new.stat().st_size < old.stat().st_size
+    assert_same_stage(tiny_stage(), read_dc(str(new)))
+    assert main(["encode", str(tmp_path / "missing.dc"), "-o", str(new)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_cli_eval_reads_dc_files_directly(trained_lenet, tmp_path, capsys):
@@ -386,3 +575,22 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, capsys):
     dc.write_bytes(b"DEEP")
     assert main(["eval", str(dc), "--data", "synthetic:1x2x2"]) == 1
     assert "truncated" in capsys.readouterr().err.lower() or True
+
+
+def test_bench_format_writes_a_valid_version_1_file_and_adds_up(tmp_path):
+    """tools/bench_format.py: its version 1 file reads back exactly, every breakdown adds up."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "bench_format.py")
+    spec = importlib.util.spec_from_file_location("bench_format", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sf = tiny_stage()
+    v1 = bench.pack_v1(sf)
+    assert v1[8:10] == b"\x01\x00"
+    assert_same_stage(sf, decode_bytes(v1))
+    src = tmp_path / "q.pt"
+    save_stage(str(src), sf)
+    r = bench.bench(str(src))
+    for col in ("v1", "v2", "v2_strip", "v2_strip_f16"):
+        assert sum(r[col][p] for p in bench.PARTS) == r[col]["total"]
+    assert r["v2"]["total"] < r["v1"]["total"]

@@ -1,5 +1,6 @@
-"""Reading .dc files from anyone: thousands of seeded mutations of a small valid file must each
-decode or raise a FormatError, never another exception, hang, or allocate from a forged size."""
+"""Reading .dc files from anyone: thousands of seeded mutations of a small valid file, of each
+format version, must each decode or raise a FormatError, never another exception, hang, or
+allocate from a forged size."""
 import json
 import random
 import struct
@@ -7,10 +8,38 @@ import time
 import tracemalloc
 import zlib
 
-from test_dcfile import _forge, dctiny, inflate, tiny_bytes  # noqa: F401  (dctiny: autouse)
+import pytest
+from test_dcfile import (_forge, dctiny, forge_v2, inflate, split_v2,  # noqa: F401
+                         tiny_bytes, tiny_stage, v1_bytes)              # (dctiny: autouse)
 
 from deepcomp.decode import decode_bytes
+from deepcomp.encode import encode_stage
 from deepcomp.errors import FormatError
+
+VERSIONS = [1, 2, "2-explicit"]
+
+
+def base(version) -> bytes:
+    """The small valid file: the committed version 1 one, the tiny model encoded now, or the
+    same with an architecture that cannot be built (names and shapes in the header)."""
+    if version == "2-explicit":
+        sf = tiny_stage()
+        sf.arch = {"name": "no_such_package:Tiny", "kwargs": {}}
+        buf = encode_stage(sf)[0]
+        assert split_v2(buf)[0]["explicit"] is True
+        return buf
+    return v1_bytes() if version == 1 else tiny_bytes()
+
+
+def forge(version: int):
+    return _forge if version == 1 else forge_v2
+
+
+def header_json(version, buf: bytes) -> dict:
+    if version != 1:
+        return split_v2(buf)[0]
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    return json.loads(inflate(buf[28:28 + hlen]))
 
 
 def _try(buf: bytes, seen: dict):
@@ -21,8 +50,9 @@ def _try(buf: bytes, seen: dict):
         seen[type(e).__name__] = seen.get(type(e).__name__, 0) + 1
 
 
-def test_random_byte_mutations():
-    buf = tiny_bytes()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_random_byte_mutations(version):
+    buf = base(version)
     rnd = random.Random(1234)
     seen = {}
     t0 = time.perf_counter()
@@ -69,12 +99,12 @@ def _set(x, path, value, rnd):
         x[path[-1]] = value
 
 
-def test_forged_header_mutations_with_valid_checksums():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_forged_header_mutations_with_valid_checksums(version):
     """The adversarial case: each header field changed, then every CRC recomputed, so the
     reader's own validation (not the checksums) must catch it."""
-    buf = tiny_bytes()
-    hlen = struct.unpack_from("<I", buf, 12)[0]
-    paths = [p for p in _leaves(json.loads(inflate(buf[28:28 + hlen]))) if p and p[0] != "history"]
+    buf = base(version)
+    paths = [p for p in _leaves(header_json(version, buf)) if p and p[0] != "history"]
     rnd = random.Random(99)
     seen = {}
     tracemalloc.start()
@@ -87,15 +117,16 @@ def test_forged_header_mutations_with_valid_checksums():
                     _set(h, path, json.loads(json.dumps(value)), rnd)
                 except (KeyError, IndexError, TypeError):
                     pass
-        _try(_forge(buf, edit), seen)
+        _try(forge(version)(buf, edit), seen)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 64 << 20                 # forged counts and shapes allocate nothing big
     assert len(seen) >= 5                  # many distinct named errors were exercised
 
 
-def test_forged_data_mutations_with_valid_checksums():
-    buf = tiny_bytes()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_forged_data_mutations_with_valid_checksums(version):
+    buf = base(version)
     rnd = random.Random(7)
     seen = {}
     for _ in range(2000):
@@ -103,17 +134,20 @@ def test_forged_data_mutations_with_valid_checksums():
             for _ in range(rnd.randrange(1, 4)):
                 if d:
                     d[rnd.randrange(len(d))] = rnd.randrange(256)
-        _try(_forge(buf, edit), seen)
+        _try(forge(version)(buf, edit), seen)
     assert set(seen) - {"ok"}
 
 
-def test_header_bytes_mutations_with_valid_checksums():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_header_bytes_mutations_with_valid_checksums(version):
     """Bytes of the header's JSON text changed, then deflated and checksummed again; and the
     deflated bytes themselves changed."""
-    from deepcomp.encode import deflate
-    buf = tiny_bytes()
-    hlen, _, dlen = struct.unpack_from("<IIQ", buf, 12)
-    text = inflate(buf[28:28 + hlen])
+    from deepcomp.dcformat import deflate
+    buf = base(version)
+    start = 28 if version == 1 else 24
+    hlen = struct.unpack_from("<I", buf, 12)[0]
+    dlen = struct.unpack_from("<Q", buf, start - 8)[0]
+    text = inflate(buf[start:start + hlen])
     rnd = random.Random(5)
     seen = {}
     for i in range(1000):
@@ -122,9 +156,11 @@ def test_header_bytes_mutations_with_valid_checksums():
             t[rnd.randrange(len(t))] = rnd.randrange(256)
             h = bytearray(deflate(bytes(t)))
         else:
-            h = bytearray(buf[28:28 + hlen])
+            h = bytearray(buf[start:start + hlen])
             h[rnd.randrange(len(h))] = rnd.randrange(256)
-        data = buf[28 + hlen:28 + hlen + dlen]
-        body = buf[:12] + struct.pack("<IIQ", len(h), zlib.crc32(bytes(h)), dlen) + bytes(h) + data
+        data = buf[start + hlen:start + hlen + dlen]
+        lengths = struct.pack("<IIQ", len(h), zlib.crc32(bytes(h)), dlen) if version == 1 \
+            else struct.pack("<IQ", len(h), dlen)
+        body = buf[:12] + lengths + bytes(h) + data
         _try(body + struct.pack("<I", zlib.crc32(body)), seen)
     assert seen.get("HeaderError", 0) > 100

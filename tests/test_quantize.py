@@ -194,6 +194,23 @@ def test_finetuning_moves_centroids_never_assignments(digits):
     assert m["top1"] == m["after_finetune"]["top1"] and len(after.history[-1]["epochs"]) == 1
     reloaded = after.build_model().state_dict()
     assert all(torch.equal(reloaded[k], after.state_dict[k]) for k in after.quant)
+    for q in list(after.quant.values()) + list(before.quant.values()):   # float16 numbers
+        assert torch.equal(q["codebook"].half().float(), q["codebook"])
+
+
+def test_float16_codebooks_round_and_pass_gradients_straight_through():
+    cb = torch.tensor([-1.0001, 0.1, 0.30001, 70000.0])
+    p = CodebookWeight(cb, torch.tensor([[0, 1], [2, 3]], dtype=torch.int16), float16=True)
+    w = p(torch.zeros(2, 2))
+    assert torch.equal(w.reshape(-1)[:3], cb[:3].half().float())
+    assert w.reshape(-1)[3] == 70000.0                  # beyond float16: left as it is
+    (w * torch.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    assert torch.equal(p.codebook.grad, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    sf = make_stage("lenet300", load_data("synthetic:1x8x8"), prune_share=0.5)
+    exact = quantize(sf, None, QuantizeConfig(bits="*=3", float16_codebooks=False,
+                                              finetune=no_finetune()))
+    assert any(not torch.equal(q["codebook"].half().float(), q["codebook"])
+               for q in exact.quant.values())
 
 
 def test_quantize_rejects_bad_configs(digits):

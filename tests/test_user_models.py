@@ -83,7 +83,7 @@ def test_load_into_an_instance_of_the_users_model(tmp_path):
                            log=lambda *a: None)[-1]
     net = deepcomp.load(dc, model=usermodels.tiny_net(width=2))
     assert net.classifier.weight.shape == (10, 16)
-    with pytest.raises(deepcomp.errors.FormatError, match="expects"):
+    with pytest.raises(deepcomp.errors.DeepcompError, match="size mismatch|shape"):
         deepcomp.load(dc, model="usermodels:TinyNet")      # the defaults build width 8
 
 
