@@ -40,7 +40,7 @@ import torch
 
 from . import dist
 from .data import Dataset
-from .encode import EncodeConfig, encode, encode_stage
+from .encode import EncodeConfig, encode, encode_tensors, pack
 from .errors import DeepcompError, UsageError
 from .loading import load_stage
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of
@@ -240,10 +240,10 @@ class _Search:
 
 
 def _bytes(sf: StageFile, ecfg: EncodeConfig) -> int:
-    """The encoded size of a candidate. Its history is left out: the records differ only in
-    bookkeeping (wall times), and bytes must not depend on how fast a run went."""
-    buf, _ = encode_stage(replace(sf, history=[]), ecfg)
-    return len(buf)
+    """The encoded size of a candidate: its ``.dc`` file without the stage history, whose
+    records differ between candidates only in bookkeeping (wall times, which would make the
+    size depend on how fast a run went)."""
+    return len(pack(sf.arch, sf.data, [], encode_tensors(sf, ecfg)))
 
 
 def search(sf: StageFile | torch.nn.Module, data: Dataset, out: str,
