@@ -280,7 +280,7 @@ def report_text(inp: Inputs, fmt="text", layers=False) -> str:
         text += "\n" + render(search, SEARCH_COLUMNS, fmt, commands=False,
                               title=f"target mode: at most {cfg.get('max_drop')} points of validation "
                                     f"top-1, {rec.get('epochs_used')} of {cfg.get('budget_epochs')} "
-                                    "epochs used; test set read once, after the choice")
+                                    "epochs used; the test set is read only after the choice")
     if layers:
         text += "\n" + render(layer_rows(inp), LAYER_COLUMNS, fmt, commands=False,
                               title="per layer (P: pruning, Q: quantization, H: Huffman coding)")
