@@ -18,7 +18,7 @@ the input model's validation top-1, and then:
    validation drop is within ``max_drop``. The input always qualifies, so there is a result.
 
 No step starts unless its epochs fit what is left of ``budget_epochs`` (every retraining and
-fine-tuning epoch counts), so the budget is never exceeded. The test set is read once, at the
+fine-tuning epoch counts), so the budget is never exceeded. The test set is read only at the
 end, after the choice: to score the chosen model (and the input, as the reference of the drop).
 
 Every finished candidate is a stage file in the folder ``OUT.search/``, and a retraining in
