@@ -19,7 +19,7 @@ from .loading import load_stage
 from .stagefile import StageFile
 
 __all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
-           "collapse_warnings",
+           "collapse_warnings", "search_rows",
            "STAGE_COLUMNS", "LAYER_COLUMNS"]
 
 STAGE_ORDER = {"baseline": 0, "pruned": 1, "quantized": 2, "encoded": 3}
@@ -83,6 +83,8 @@ def stage_rows(inp: Inputs) -> list[dict]:
                      "seconds": None, "command": "(not in the file: its history was stripped)"
                      if recs[0].get("stripped") else "(input checkpoint)"})
     for rec in recs:
+        if rec["stage"] == "search":      # its candidates get their own table (search_rows)
+            continue
         z = rec.get("sizes", {})
         m = rec.get("metrics", {})
         stage = rec["stage"]
@@ -98,14 +100,38 @@ def stage_rows(inp: Inputs) -> list[dict]:
         else:
             wbits, ibits = "32", "-"
         label = f"{stage} (float16, lossy)" if rec.get("lossy") else stage
-        rows.append({"stage": label, "params": z.get("params"),
+        if rec.get("split") == "validation":      # target mode: measured on held-out training images
+            label = f"{stage} (validation)"
+        rows.append({"stage": label, "split": rec.get("split", "test"),
+                     "reference_top1": (rec.get("validation_reference") or {}).get("top1"),
+                     "params": z.get("params"),
                      "nonzero": z.get("nonzero_share", 1.0), "weight_bits": wbits,
                      "index_bits": ibits, "bytes": z.get("bytes"), "ratio": z.get("ratio"),
                      "top1": m.get("top1"), "top5": m.get("top5"),
                      "seconds": rec.get("wall_time"), "command": rec.get("command", "")})
     base = rows[0]["top1"] if rows else None
-    for r in rows:
-        r["delta_top1"] = (r["top1"] - base) if (r["top1"] is not None and base is not None) else None
+    for r in rows:      # a validation row against the input's validation top-1
+        ref = r.pop("reference_top1", None) if r.get("split") == "validation" else base
+        r.pop("reference_top1", None)
+        r["delta_top1"] = (r["top1"] - ref) if (r["top1"] is not None and ref is not None) else None
+    return rows
+
+
+SEARCH_COLUMNS = [("candidate", "candidate"), ("nonzero", "non-zero"), ("bits", "bits"),
+                  ("val_top1", "val top-1 %"), ("delta_top1", "Δ val top-1"),
+                  ("bytes", "size (bytes)"), ("epochs", "epochs"), ("used", "epochs used"),
+                  ("verdict", "")]
+
+
+def search_rows(inp: Inputs) -> list[dict]:
+    """Every candidate of the last target-mode search in the history (deepcomp.search)."""
+    rec = next((r for r in reversed(inp.records) if r["stage"] == "search"), None)
+    rows = []
+    for c in (rec or {}).get("candidates", []):
+        verdict = "chosen" if c.get("chosen") else "within" if c.get("within") else "outside"
+        rows.append({"candidate": c["kind"], "nonzero": 1 - c["sparsity"], "bits": c.get("bits") or "32",
+                     "val_top1": c["val_top1"], "delta_top1": 0.0 - c["drop"], "bytes": c["bytes"],
+                     "epochs": c["epochs"], "used": c["used"], "verdict": verdict})
     return rows
 
 
@@ -142,7 +168,7 @@ def _fmt(key, v) -> str:
         return f"{100 * v:.2f}%"
     if key in ("ratio", "rate_pq", "rate_pqh"):
         return format_ratio(v)
-    if key in ("top1", "top5"):
+    if key in ("top1", "top5", "val_top1"):
         return f"{v:.2f}"
     if key == "delta_top1":
         return f"{v:+.2f}"
@@ -223,7 +249,8 @@ def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
         p = os.path.join(folder, "kept_per_layer.png")
         plot_kept(rows, p, f"Share of weights kept per layer ({last.arch['name']})")
         paths.append(p)
-    srows = [r for r in stage_rows(inp) if r["top1"] is not None and r["ratio"]]
+    srows = [r for r in stage_rows(inp) if r["top1"] is not None and r["ratio"]
+             and r.get("split") != "validation"]
     if srows:
         p = os.path.join(folder, "accuracy_vs_ratio.png")
         plot_accuracy_ratio(srows, p, f"{last.arch['name']}: accuracy against compression")
@@ -247,6 +274,14 @@ def report_text(inp: Inputs, fmt="text", layers=False) -> str:
     Text and markdown end with the warnings of :func:`collapse_warnings`."""
     text = render(stage_rows(inp), STAGE_COLUMNS, fmt,
                   title=f"{inp.last.arch['name']} on {inp.last.data.get('spec')}")
+    search = search_rows(inp)
+    if search and fmt in ("text", "markdown"):
+        rec = next(r for r in reversed(inp.records) if r["stage"] == "search")
+        cfg = rec.get("config", {})
+        text += "\n" + render(search, SEARCH_COLUMNS, fmt, commands=False,
+                              title=f"target mode: at most {cfg.get('max_drop')} points of validation "
+                                    f"top-1, {rec.get('epochs_used')} of {cfg.get('budget_epochs')} "
+                                    "epochs used; the test set is read only after the choice")
     if layers:
         text += "\n" + render(layer_rows(inp), LAYER_COLUMNS, fmt, commands=False,
                               title="per layer (P: pruning, Q: quantization, H: Huffman coding)")
