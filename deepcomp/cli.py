@@ -393,6 +393,8 @@ def cmd_compress(a):
         raise UsageError(f"the output of compress is a .dc file, got {out!r}")
     from .pipeline import stage_paths
     check_outputs(a, list(stage_paths(out).values()))
+    if a.max_drop is not None:
+        return _target_mode(a, sf, data, out)
     cfg = CompressConfig(
         prune=prune_config(a),
         quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
@@ -403,6 +405,30 @@ def cmd_compress(a):
         print()
         print(report_text(read_inputs([a.input] + paths if not a.model else paths, a.model),
                           "text", True))
+
+
+def _target_mode(a, sf, data, out):
+    """``compress --max-drop``: deepcomp.search, with the flags that apply to it."""
+    from .report import read_inputs, report_text
+    from .search import SearchConfig, search
+    d = SearchConfig()
+    given = a.given
+    cfg = SearchConfig(
+        max_drop=a.max_drop, budget_epochs=a.budget_epochs,
+        method=a.method if "method" in given else d.method,
+        min_keep=a.min_keep,
+        retrain_epochs=a.retrain_epochs if "retrain_epochs" in given else d.retrain_epochs,
+        retrain_lr=a.retrain_lr,
+        finetune_epochs=a.finetune_epochs if "finetune_epochs" in given else d.finetune_epochs,
+        finetune_lr=a.finetune_lr, train=_shared_train(a), encode=encode_config(a))
+    if cfg.method not in ("global", "lamp", "sensitivity"):
+        raise UsageError(f"--method {cfg.method} does not apply with --max-drop: the search "
+                         "sets sparsity targets (global, lamp or sensitivity)")
+    paths = search(sf, data, out, cfg, log=main_print, restart=a.restart).paths
+    from . import dist
+    if dist.is_main():
+        print()
+        print(report_text(read_inputs(paths, a.model if a.model else None), "text", True))
 
 
 def _distill_weight(a) -> float:
@@ -553,7 +579,7 @@ def given_options(parser, argv: list[str]) -> set[str]:
 def _not_applying(a):
     """(option, why) for every option of the command that its other settings leave unused."""
     cmd, m = a.command, getattr(a, "method", None)
-    if cmd in ("prune", "compress"):
+    if cmd == "prune" or cmd == "compress" and a.max_drop is None:
         if m == "std":
             yield "sparsity", ("--method std prunes below --sensitivity x the layer's std; give "
                                "--method global, layer or lamp for a sparsity target")
@@ -576,6 +602,12 @@ def _not_applying(a):
         flags = " and ".join("--" + e.replace("_", "-") for e in epochs)
         for dest in _TRAINING + ("retrain_lr", "finetune_lr"):
             yield dest, f"nothing is trained ({flags} 0)"
+    if cmd == "compress" and a.max_drop is None:
+        yield "budget_epochs", "it bounds --max-drop's search, and --max-drop is not given"
+    if cmd == "compress" and a.max_drop is not None:
+        for dest in ("sparsity", "sensitivity", "iterations", "gradual", "mask_every",
+                     "ramp_fraction", "bits", "init"):
+            yield dest, "--max-drop searches sparsity and bits itself"
     if cmd == "encode" and not a.float16:
         yield "data", "the data set is only used to measure --float16's lossy weights"
         yield "device", "the device is only used to measure --float16's lossy weights"
@@ -708,6 +740,16 @@ def _p_compress(s):
     add_train_args(s, skip_epochs_lr=True)
     add_distill_args(s.add_argument_group("distillation (from the input model, in both "
                                           "stages)"), teacher=False)
+    from .search import SearchConfig
+    g = s.add_argument_group("target mode (deepcomp.search): the smallest file within a drop")
+    g.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="search sparsity and bits for the smallest .dc whose top-1, on a "
+                        "held-out 10%% of the training images, is at most this many points "
+                        "below the input's; the test set is read only after the choice "
+                        "(default: off)")
+    g.add_argument("--budget-epochs", type=int, default=SearchConfig().budget_epochs,
+                   help="--max-drop: at most this many retraining and fine-tuning epochs in "
+                        "all (default: %(default)s)")
     add_restart_arg(s)
     add_force_arg(s)
     add_device_arg(s)
@@ -782,7 +824,8 @@ def main(argv=None) -> int:
     from .resume import Stopped, handle_stop_signals
     ok = False
     try:
-        check_options(a, given_options(a.parser, argv))
+        a.given = given_options(a.parser, argv)
+        check_options(a, a.given)
         with handle_stop_signals():
             a.fn(a)
         ok = True

@@ -267,6 +267,14 @@ def compact_record(rec: dict) -> dict:
     if rec.get("stage") != "encoded":
         z = rec.get("sizes") or {}
         out["sizes"] = round_floats({k: z[k] for k in _SIZES if k in z}, 4)
+    if "split" in rec:                   # target mode: measured on the validation split
+        out["split"] = rec["split"]
+        ref = rec.get("validation_reference") or {}
+        out["validation_reference"] = {k: ref[k] for k in _METRICS[:2] if k in ref}
+    if rec.get("stage") == "search":     # the candidates' table (deepcomp.search)
+        out.update({k: rec[k] for k in ("candidates", "epochs_used") if k in rec})
+        cfg = rec.get("config") or {}
+        out["config"] = {k: cfg[k] for k in ("max_drop", "budget_epochs") if k in cfg}
     return out
 
 

@@ -99,6 +99,12 @@ NO_OPS = [   # each once exited 0 having ignored what it was told (issue 12), or
     (["prune", "lenet.pt", "-o", "afile/y.pt"], 1, "cannot write afile/y.pt"),
     (["eval", "notckpt.pt", "--model", "lenet300"], 1, "not a torch.save file"),
     (["prune", "lenet.pt", "--spars", "0.5", "-o", "y.pt"], 2, "unrecognized arguments: --spars"),
+    (["compress", "lenet.pt", "--max-drop", "1", "--bits", "4", "-o", "y.dc"], 2,
+     "--bits does not apply"),
+    (["compress", "lenet.pt", "--budget-epochs", "3", "-o", "y.dc"], 2,
+     "--budget-epochs does not apply"),
+    (["compress", "lenet.pt", "--max-drop", "1", "--method", "std", "-o", "y.dc"], 2,
+     "--method std does not apply"),
 ]
 
 
@@ -122,3 +128,11 @@ def test_a_ratio_below_one_is_printed_as_such():
     from deepcomp.sizes import format_ratio
     assert format_ratio(0.996) == "0.996x" and format_ratio(12.34) == "12.3x"
     assert _compared(0.996) == "1.004x LARGER than the" and _compared(2.0) == "2.0x smaller than"
+
+
+def test_compress_target_mode(files, capsys):
+    c, out, err = run(capsys, "compress", "lenet.pt", "--max-drop", "2", "--budget-epochs", "3",
+                      "--retrain-epochs", "1", "--no-progress", "-o", "t.dc")
+    assert c == 0, err
+    assert "target mode: at most 2.0 points" in out and "3 of 3 epochs used" in out
+    assert (files / "t.dc").exists() and not (files / "t.search").exists()
