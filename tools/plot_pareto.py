@@ -33,7 +33,7 @@ def main():
     ax.set_xlabel("compression ratio (float32 model bytes / .dc bytes)")
     ax.set_ylabel("top-1 change, points (CIFAR-10 test)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(a.output, dpi=120)
     print(f"wrote {a.output}")
