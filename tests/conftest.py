@@ -24,3 +24,15 @@ def trained_lenet(digits):
 
 def quiet(**kw):
     return TrainConfig(progress=False, **kw)
+
+
+def stop_after(monkeypatch, steps: int):
+    """Make the training loop see a SIGTERM once ``steps`` optimizer steps have run."""
+    import signal
+    from deepcomp import resume
+    calls = {"n": 0}
+
+    def fake():
+        calls["n"] += 1
+        return signal.SIGTERM if calls["n"] > steps else None
+    monkeypatch.setattr(resume, "stop_requested", fake)

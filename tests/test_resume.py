@@ -8,28 +8,17 @@ import time
 import pytest
 import torch
 
-from deepcomp import resume
 from deepcomp.errors import CheckpointError
 from deepcomp.prune import PruneConfig, prune
 from deepcomp.quantize import QuantizeConfig, quantize
 from deepcomp.resume import Checkpoint, ResumeMismatchError, Stopped, fingerprint
 from deepcomp.stagefile import save_stage
 
-from conftest import quiet
+from conftest import quiet, stop_after
 
 
 def noop(*a, **k):
     pass
-
-
-def _stop_after(monkeypatch, steps: int):
-    """Make the training loop see a SIGTERM once ``steps`` optimizer steps have run."""
-    calls = {"n": 0}
-
-    def fake():
-        calls["n"] += 1
-        return signal.SIGTERM if calls["n"] > steps else None
-    monkeypatch.setattr(resume, "stop_requested", fake)
 
 
 def _ckpt(path, stage, cfg, sf, restart=False):
@@ -62,7 +51,7 @@ def test_prune_stopped_and_resumed_equals_a_run_never_stopped(tmp_path, trained_
     ref = prune(trained_lenet, digits, cfg, log=noop)
     path = tmp_path / "p.pt.ckpt"
     with monkeypatch.context() as m:
-        _stop_after(m, steps)
+        stop_after(m, steps)
         with pytest.raises(Stopped, match=where) as e:
             prune(trained_lenet, digits, cfg, log=noop,
                   checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
@@ -81,7 +70,7 @@ def test_quantize_fine_tuning_resumes_exactly(tmp_path, trained_lenet, digits, m
     ref = quantize(pruned, digits, cfg)
     path = tmp_path / "q.pt.ckpt"
     with monkeypatch.context() as m:
-        _stop_after(m, 17)
+        stop_after(m, 17)
         with pytest.raises(Stopped, match="epoch 2, step 5"):
             quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
     out = quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
@@ -95,7 +84,7 @@ def test_a_checkpoint_of_other_settings_is_refused_then_restart_discards_it(
     cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
     path = tmp_path / "p.pt.ckpt"
     with monkeypatch.context() as m:
-        _stop_after(m, 5)
+        stop_after(m, 5)
         with pytest.raises(Stopped):
             prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
     other = PruneConfig(method="global", sparsity="0.8", retrain_epochs=3, train=quiet())

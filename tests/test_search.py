@@ -1,11 +1,9 @@
 """Target mode (deepcomp.search): budget, validation split, drop, monotonicity, resume."""
 import importlib
-import signal
 
 import pytest
 import torch
 
-from deepcomp import resume
 from deepcomp import search as search_mod
 from deepcomp.data import Dataset
 from deepcomp.decode import read_dc
@@ -16,7 +14,7 @@ from deepcomp.resume import Stopped
 from deepcomp.search import SearchConfig, holdout, search
 from deepcomp.train import evaluate
 
-from conftest import quiet
+from conftest import quiet, stop_after
 
 # the modules (deepcomp.prune and deepcomp.quantize are also the names of the stage functions)
 prune_mod = importlib.import_module("deepcomp.prune")
@@ -129,15 +127,6 @@ def test_a_larger_drop_never_gives_a_larger_file(tmp_path, trained_lenet, digits
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0]
 
 
-def _stop_after(monkeypatch, steps: int):
-    calls = {"n": 0}
-
-    def fake():
-        calls["n"] += 1
-        return signal.SIGTERM if calls["n"] > steps else None
-    monkeypatch.setattr(resume, "stop_requested", fake)
-
-
 def test_a_stopped_search_resumes_to_the_result_of_one_never_stopped(
         tmp_path, trained_lenet, digits, monkeypatch):
     cfg = small(max_drop=100.0)
@@ -147,7 +136,7 @@ def test_a_stopped_search_resumes_to_the_result_of_one_never_stopped(
     # the 2nd fine-tuning (7 steps left of the first stop, 11 + 11 more, then 2 steps in)
     for steps, where in ((15, "pruning to 80%"), (31, "quantizing 90% to bits 3")):
         with monkeypatch.context() as m:
-            _stop_after(m, steps)
+            stop_after(m, steps)
             with pytest.raises(Stopped, match=where) as e:
                 search(trained_lenet, digits, out, cfg, log=noop)
         assert e.value.exit_code == 143
