@@ -27,8 +27,8 @@ from .data import Dataset
 from .errors import UsageError
 from .train import evaluate
 
-__all__ = ["SPARSITY_GRID", "sample_split", "SparsityScan", "scan_sparsity", "allocate_from_scan",
-           "allocate_sparsity", "allocate_bits"]
+__all__ = ["SPARSITY_GRID", "sample_split", "prune_one_layer", "SparsityScan", "scan_sparsity",
+           "allocate_from_scan", "allocate_sparsity", "allocate_bits"]
 
 # Sparsities visited per layer: coarse where layers rarely suffer, finer near the top.
 SPARSITY_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -83,15 +83,32 @@ def _non_decreasing(values: list[float]) -> list[float]:
 
 
 @torch.no_grad()
-def _loss_with(model: nn.Module, param: nn.Parameter, value: torch.Tensor, data: Dataset,
-               device) -> float:
-    """The loss of ``model`` on ``data`` with ``param`` set to ``value`` (then restored)."""
+def _evaluate_with(model: nn.Module, param: nn.Parameter, value: torch.Tensor, data: Dataset,
+                   device) -> dict:
+    """The metrics of ``model`` on ``data`` with ``param`` set to ``value`` (then restored)."""
     saved = param.detach().clone()
     param.copy_(value)
     try:
-        return evaluate(model, data, device)["loss"]
+        return evaluate(model, data, device)
     finally:
         param.copy_(saved)
+
+
+def prune_one_layer(model: nn.Module, name: str, sparsities, data: Dataset, device="auto",
+                    masks: dict | None = None) -> list[dict]:
+    """The metrics of ``model`` on ``data`` with the weight ``name`` alone pruned by magnitude
+    to each of ``sparsities`` (weights already pruned in ``masks`` stay pruned); the weight is
+    restored after each. The measurement behind :func:`scan_sparsity` and
+    :func:`deepcomp.analysis.sensitivity`."""
+    from .prune import compute_masks
+    param = dict(model.named_parameters())[name]
+    w = param.detach().clone()
+    out = []
+    for s in sparsities:
+        m, _ = compute_masks({name: w}, "layer", {name: s}, prev=masks)
+        out.append(_evaluate_with(model, param, w.masked_fill(~m[name].to(w.device), 0.0),
+                                  data, device))
+    return out
 
 
 @dataclass
@@ -108,20 +125,18 @@ def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict
     """Each layer of ``names`` alone pruned by magnitude to each of :data:`SPARSITY_GRID` (up to
     ``1 - min_keep``), its loss on ``data`` (use :func:`sample_split`). Already-pruned weights
     (``masks``) stay pruned."""
-    from .prune import compute_masks, sparsity_of
+    from .prune import sparsity_of
     masks = masks or {}
     params = dict(model.named_parameters())
     base = evaluate(model, data, device)["loss"]
     scan = SparsityScan({}, {}, {})
     for n in names:
-        w = params[n].detach()
         now = sparsity_of(masks, [n]) if n in masks else 0.0
         grid = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
-        curve = [base]
-        for s in grid[1:]:
-            m, _ = compute_masks({n: w}, "layer", {n: s}, prev=masks)
-            curve.append(_loss_with(model, params[n], w * m[n].to(w.device), data, device))
-        scan.losses[n], scan.sparsities[n], scan.sizes[n] = _non_decreasing(curve), grid, w.numel()
+        curve = [base] + [m["loss"] for m in prune_one_layer(model, n, grid[1:], data, device,
+                                                             masks)]
+        scan.losses[n], scan.sparsities[n] = _non_decreasing(curve), grid
+        scan.sizes[n] = params[n].numel()
         log(f"  {n:32s} loss " + " ".join(f"{v:.3f}" for v in curve))
     return scan
 
@@ -167,7 +182,7 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
         for b in range(top, MIN_BITS - 1, -1):
             q = w.clone()
             q[keep] = quantizer(w[keep], b).to(w.dtype)
-            curve.append(_loss_with(model, params[n], q, data, device))
+            curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
         count = int(keep.sum())
         costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
         log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))

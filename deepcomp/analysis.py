@@ -8,13 +8,11 @@ import copy
 import time
 from dataclasses import replace
 
-import torch
-
 from .data import Dataset
 from .errors import UsageError
 from .prune import (METHODS, MaskKeeper, PruneConfig, apply_masks, compute_masks,
                     prunable_names, sparsity_of)
-from .allocate import allocate_from_scan, sample_split, scan_sparsity
+from .allocate import allocate_from_scan, prune_one_layer, sample_split, scan_sparsity
 from .stagefile import StageFile
 from .train import TrainConfig, evaluate, fit
 
@@ -54,18 +52,11 @@ def sensitivity(sf: StageFile, data: Dataset, sparsities: list[float], layers=No
     """
     model = sf.build_model()
     names = layers or prunable_names(model)
-    params = dict(model.named_parameters())
     result = {}
     for n in names:
-        original = params[n].detach().clone()
-        result[n] = {}
-        for s in sparsities:
-            masks, _ = compute_masks({n: original}, "layer", {n: s})
-            apply_masks(model, masks)
-            m = evaluate(model, data, device)
-            result[n][s] = {k: m[k] for k in ("top1", "top5", "loss")}
-            with torch.no_grad():
-                params[n].copy_(original)
+        result[n] = {s: {k: m[k] for k in ("top1", "top5", "loss")}
+                     for s, m in zip(sparsities, prune_one_layer(model, n, sparsities, data,
+                                                                 device))}
         log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
     return result
 

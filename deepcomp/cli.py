@@ -37,8 +37,8 @@ def add_data_arg(p, required=False):
 MODEL_HELP = "a registry name (see `deepcomp models`) or your own model as package.module:factory"
 
 
-def add_model_args(p, help):
-    p.add_argument("--model", help=f"{help}: {MODEL_HELP}")
+def add_model_args(p, help, required=False):
+    p.add_argument("--model", required=required, help=f"{help}: {MODEL_HELP}")
     p.add_argument("--model-kwargs", metavar="JSON", type=_json_object,
                    help="keyword arguments of the model's constructor, e.g. '{\"width\": 2}'")
 
@@ -431,7 +431,7 @@ def _target_mode(a, sf, data, out):
     from . import dist
     if dist.is_main():
         print()
-        print(report_text(read_inputs(paths, a.model if a.model else None), "text", True))
+        print(report_text(read_inputs(paths, a.model), "text", True))
 
 
 def _distill_weight(a) -> float:
@@ -576,7 +576,7 @@ _TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epoch
 
 def given_options(parser, argv: list[str]) -> set[str]:
     """The destinations of the options named on the command line (not left at their default)."""
-    named = {tok.split("=", 1)[0] for tok in argv if tok.startswith("--") or tok.startswith("-")}
+    named = {tok.split("=", 1)[0] for tok in argv if tok.startswith("-")}
     return {act.dest for act in parser._actions if named & set(act.option_strings)}
 
 
@@ -633,9 +633,7 @@ def _p_models(s):
 
 
 def _p_train(s):
-    s.add_argument("--model", required=True, help=f"the architecture: {MODEL_HELP}")
-    s.add_argument("--model-kwargs", metavar="JSON", type=_json_object,
-                   help="keyword arguments of the model's constructor")
+    add_model_args(s, "the architecture", required=True)
     add_data_arg(s, required=True)
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_train_args(s)

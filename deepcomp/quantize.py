@@ -308,12 +308,18 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
     names = layer_bits(sf.state_dict, None, aliases)
 
     def quantizer(values: torch.Tensor, b: int) -> torch.Tensor:
-        c, labels, _ = kmeans_1d(values.double().numpy(), 2 ** b, cfg.init, cfg.seed,
-                                 cfg.max_iter, cfg.tol)
+        c, labels, _ = _cluster(values, b, cfg)
         return torch.from_numpy(c[labels]).float()
     sample = sample_split(data, cfg.scan_images, cfg.finetune.seed)
     return allocate_bits(sf.build_model(), sample, {n: _kept(sf, n) for n in names}, target,
                          quantizer, cfg.finetune.device, log=lambda *a: None)
+
+
+def _cluster(values: torch.Tensor, bits: int, cfg: QuantizeConfig, info: dict | None = None):
+    """k-means of ``values`` into ``2**bits`` clusters with the config's init, seed and limits:
+    ``(centroids, labels, inertia)`` as :func:`kmeans_1d` returns them."""
+    return kmeans_1d(values.double().numpy(), 2 ** bits, cfg.init, cfg.seed, cfg.max_iter,
+                     cfg.tol, info)
 
 
 def _kept(sf: StageFile, name: str) -> torch.Tensor:
@@ -350,8 +356,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
         keep = _kept(sf, name)
         t1 = time.perf_counter()
         info = {}
-        centroids, labels, inertia = kmeans_1d(w[keep].double().numpy(), 2 ** b, config.init,
-                                               config.seed, config.max_iter, config.tol, info)
+        centroids, labels, inertia = _cluster(w[keep], b, config, info)
         indices = torch.full(w.shape, -1, dtype=torch.int16)
         indices[keep] = torch.from_numpy(labels).to(torch.int16)
         codebook = torch.from_numpy(centroids).float()

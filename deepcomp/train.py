@@ -254,7 +254,6 @@ class _Run:
     def step(self, x, y, lr: float):
         """One optimizer step at learning rate ``lr`` on batch ``(x, y)``: (outputs, loss).
         On CUDA the forward pass runs in bfloat16 autocast."""
-        cfg = self.cfg
         for group in self.opt.param_groups:
             group["lr"] = lr
         if self.compiled is not None:
