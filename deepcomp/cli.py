@@ -335,7 +335,9 @@ def cmd_encode(a):
         spec = a.data or sf.data.get("spec")
         if not spec:
             raise UsageError("--float16 changes the weights: give --data SPEC to measure them")
-        metrics = float16_metrics(sf, load_data(spec), a.device)
+        data = load_data(spec)
+        _check_fit(sf, data)
+        metrics = float16_metrics(sf, data, a.device)
     rec = encode(sf, out, cfg, metrics)
     if a.json:
         print(json.dumps(rec["sizes"], sort_keys=True))
