@@ -4,7 +4,7 @@
     python tools/reproduce.py lenet5          # LeNet-5 on MNIST (paper Table 1: 39x at 0.74%)
     python tools/reproduce.py resnet20        # pretrained ResNet-20 on CIFAR-10, full pipeline
     python tools/reproduce.py resnet20-gradual   # the same, gradual LAMP pruning + distillation
-    python tools/reproduce.py resnet20-36   # the same over 36 epochs, sensitivity bits, float16 dense
+    python tools/reproduce.py resnet20-27   # the same over 27 epochs, sensitivity bits, float16 dense
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
 docs/results/RECIPE.md: the commands, the time of each, the machine, and `deepcomp report`'s
@@ -75,17 +75,17 @@ RECIPES = {
                                      "--finetune-epochs", "1"]),
         ],
     },
-    "resnet20-36": {
+    "resnet20-27": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 85% with distillation over 32 epochs, 4 bits per weight on average "
-                 "from a sensitivity scan, 4 fine-tuning epochs, float16 dense tensors "
-                 "(lossy, re-evaluated): 36 epochs in all",
+                 "pruning to 85% with distillation over 24 epochs, 4 bits per weight on average "
+                 "from a sensitivity scan, 3 fine-tuning epochs, float16 dense tensors "
+                 "(lossy, re-evaluated): 27 epochs in all",
         "steps": [
-            ("resnet20-36.dc", ["compress", str(RESNET20), "--model", "resnet20",
+            ("resnet20-27.dc", ["compress", str(RESNET20), "--model", "resnet20",
                                 "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                "--gradual", "--retrain-epochs", "32", "--retrain-lr", "0.02",
+                                "--gradual", "--retrain-epochs", "24", "--retrain-lr", "0.02",
                                 "--weight-decay", "1e-4", "--distill", "--bits", "auto:4",
-                                "--finetune-epochs", "4", "--float16"]),
+                                "--finetune-epochs", "3", "--float16"]),
         ],
     },
     "resnet20": {
