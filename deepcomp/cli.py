@@ -128,6 +128,10 @@ def add_encode_args(p):
     p.add_argument("--float16", action="store_true",
                    help="store dense tensors (biases, batch norm) as float16: lossy, "
                         "re-evaluated on --data")
+    p.add_argument("--fold-bn", action="store_true",
+                   help="fold each batch norm's statistics into its scale and shift (mean 0, "
+                        "variance 1: nearly free to store): the same outputs up to float32 "
+                        "rounding, lossy, re-evaluated on --data")
     p.add_argument("--strip", action="store_true",
                    help="leave the stage history out of the .dc file (the report then shows "
                         "the encoded stage alone)")
@@ -329,22 +333,23 @@ def cmd_encode(a):
     check_outputs(a, [out])
     cfg = encode_config(a)
     metrics = None
-    if cfg.float16:                  # lossy: measure the accuracy of what the file holds
+    if cfg.lossy:                    # measure the accuracy of what the file holds
         from .data import load_data
-        from .pipeline import float16_metrics
+        from .pipeline import lossy_metrics
         spec = a.data or sf.data.get("spec")
         if not spec:
-            raise UsageError("--float16 changes the weights: give --data SPEC to measure them")
+            raise UsageError(f"{_lossy_flags(a)} changes the weights: give --data SPEC to "
+                             "measure them")
         data = load_data(spec)
         _check_fit(sf, data)
-        metrics = float16_metrics(sf, data, a.device)
+        metrics = lossy_metrics(sf, data, cfg, a.device)
     rec = encode(sf, out, cfg, metrics)
     if a.json:
         print(json.dumps(rec["sizes"], sort_keys=True))
         return
     z = rec["sizes"]
     print(f"{a.input} -> {out}: {z['bytes']:,} bytes, {_compared(z['ratio'])} "
-          f"{z['dense_bytes']:,} dense bytes" + (" (lossy: float16)" if cfg.float16 else ""))
+          f"{z['dense_bytes']:,} dense bytes" + (f" (lossy: {cfg.lossy})" if cfg.lossy else ""))
     print("  " + "  ".join(f"{k} {v:,}" for k, v in z["breakdown"].items()))
     print(f"  {'tensor':28s} {'kind':15s} {'order':5s} {'entries':>8s} {'fillers':>7s} "
           f"{'w bits':>6s} {'i bits':>6s} {'eff w':>5s} {'eff i':>5s} {'bytes':>8s}")
@@ -484,7 +489,12 @@ def quantize_config(a, finetune):
 
 def encode_config(a):
     from .encode import EncodeConfig
-    return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16, strip=a.strip)
+    return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
+                        fold_batchnorm=a.fold_bn, strip=a.strip)
+
+
+def _lossy_flags(a) -> str:
+    return " and ".join(f for f, on in (("--fold-bn", a.fold_bn), ("--float16", a.float16)) if on)
 
 
 def cmd_demo(a):
@@ -614,9 +624,9 @@ def _not_applying(a):
         for dest in ("sparsity", "sensitivity", "iterations", "gradual", "mask_every",
                      "ramp_fraction", "bits", "init"):
             yield dest, "--max-drop searches sparsity and bits itself"
-    if cmd == "encode" and not a.float16:
-        yield "data", "the data set is only used to measure --float16's lossy weights"
-        yield "device", "the device is only used to measure --float16's lossy weights"
+    if cmd == "encode" and not (a.float16 or a.fold_bn):
+        yield "data", "the data set is only used to measure --float16's or --fold-bn's weights"
+        yield "device", "the device is only used to measure --float16's or --fold-bn's weights"
     if cmd == "report" and not a.plot:
         yield "layer", "it picks the layer of --plot's histograms, and --plot is not given"
 

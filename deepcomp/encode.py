@@ -24,7 +24,8 @@ from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, 
 from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, default_index_bits, relative_index, walk
 
-__all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "pack", "compact_history"]
+__all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_stage", "pack",
+           "compact_history"]
 
 
 @dataclass
@@ -36,6 +37,13 @@ class EncodeConfig:
     # off by default (the paper keeps them at 32 bits). Without it a dense tensor is float16
     # only where that is exact.
     float16: bool = False
+    # Fold each batch norm's running statistics into its scale and shift, as inference engines
+    # do (Jacob et al. 2018, section 3.2): weight' = weight*sqrt(1+eps)/sqrt(var+eps),
+    # bias' = bias - mean*weight/sqrt(var+eps), mean 0, variance 1. The same function in
+    # evaluation mode up to float32 rounding, and the constant statistics cost the file almost
+    # nothing; lossy (re-evaluated), and the statistics further training would start from are
+    # gone, so off by default (the paper stores them as they are).
+    fold_batchnorm: bool = False
     # Longest Huffman code the encoder writes (the format allows 15): decoding tables of at
     # most 2**12 entries per stream, at a cost of a few hundredths of a percent of the bits.
     max_code_length: int = 12
@@ -45,6 +53,12 @@ class EncodeConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def lossy(self) -> str:
+        """What the file changes ("" when it stores the stage exactly)."""
+        return ", ".join(w for w, on in (("folded batch norm", self.fold_batchnorm),
+                                        ("float16", self.float16)) if on)
 
 
 @dataclass
@@ -204,6 +218,42 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
     sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
     wlen, wstream = _huffman(np.where(sym >= 0, sym, k), k + 1, max_len)
     return _Tensor(e, [codebook, ("weights", wstream), ("gaps", gstream)], [wlen, glen])
+
+
+def fold_batchnorm(sf):
+    """``sf`` with every affine batch norm's statistics folded into its scale and shift
+    (:attr:`EncodeConfig.fold_batchnorm`); layers pruned or quantized are left as they are."""
+    import dataclasses
+    sd, folded_any = dict(sf.state_dict), False
+    for name, m in sf.build_model().named_modules():
+        keys = [f"{name}.{k}".lstrip(".") for k in ("weight", "bias", "running_mean", "running_var")]
+        if not (isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine
+                and m.track_running_stats and all(k in sd for k in keys)
+                and not any(k in sf.masks or k in sf.quant for k in keys)):
+            continue
+        w, b, mean, var = (sd[k].double() for k in keys)
+        scale = w / torch.sqrt(var + m.eps)
+        folded = (scale * math.sqrt(1 + m.eps), b - mean * scale, torch.zeros_like(mean),
+                  torch.ones_like(var))
+        sd.update({k: v.to(sd[k].dtype) for k, v in zip(keys, folded)})
+        folded_any = True
+    if not folded_any:
+        raise UsageError("fold_batchnorm (--fold-bn): the model has no batch norm to fold")
+    return dataclasses.replace(sf, state_dict=sd)
+
+
+def stored_stage(sf, config: EncodeConfig):
+    """The stage as the file holds it: ``sf`` itself unless a lossy option changes it (batch
+    norm folded, dense floating-point tensors rounded to float16). The encoder checks what it
+    wrote against this, bit for bit, and a lossy file's accuracy is measured on it."""
+    import dataclasses
+    if config.fold_batchnorm:
+        sf = fold_batchnorm(sf)
+    if config.float16:
+        sf = dataclasses.replace(sf, state_dict={
+            k: v.half().to(v.dtype) if v.is_floating_point() and k not in sf.masks
+            and k not in sf.quant else v for k, v in sf.state_dict.items()})
+    return sf
 
 
 def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
@@ -369,24 +419,25 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     """Encode a stage file: (file bytes, the "encoded" stage record with every size filled in).
 
     ``metrics`` default to those of the stage before (encoding is lossless); give measured ones
-    when ``config.float16`` makes it lossy. A stage that was encoded before (a .dc file read
-    back) is encoded again: its encoded record is replaced.
+    (of :func:`stored_stage`) when ``config.lossy``. A stage that was encoded before (a .dc file
+    read back) is encoded again: its encoded record is replaced.
     """
     from .stagefile import stage_record
     config = config or EncodeConfig()
     t0 = time.perf_counter()
-    tensors = encode_tensors(sf, config)
+    stored = stored_stage(sf, config)
+    tensors = encode_tensors(stored, config)
     before = [r for r in sf.history if r.get("stage") != "encoded"]
     prev = dict(sf.history[-1].get("metrics") or {}) if sf.history else {}
-    extra = {"lossy": True} if config.float16 or any(r.get("lossy") for r in sf.history) else {}
+    lossy = config.lossy or next((r["lossy"] for r in sf.history if r.get("lossy")), "")
+    extra = {"lossy": lossy} if lossy else {}
     record = stage_record("encoded", config.to_dict(), metrics if metrics is not None else prev,
                           {}, time.perf_counter() - t0, **extra)
     history = [] if config.strip else compact_history(before + [record])
     buf = pack(sf.arch, sf.data, history, tensors)
     from .decode import decode_bytes      # the record as any reader sees it, and a round trip
     back = decode_bytes(buf, template=sf.template)
-    if not config.float16:
-        _check_exact(sf.state_dict, back.state_dict)
+    _check_exact(stored.state_dict, back.state_dict)
     return buf, back.history[-1]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Dataset, load_data
-from .encode import EncodeConfig, encode
+from .encode import EncodeConfig, encode, stored_stage
 from .errors import DeepcompError
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize
@@ -23,7 +23,7 @@ from .sizes import format_ratio
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
-__all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "verify", "demo", "float16_metrics",
+__all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "verify", "demo", "lossy_metrics",
            "train_baseline"]
 
 
@@ -132,28 +132,25 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
 
     log("== encode")
     metrics = None
-    if cfg.encode.float16:       # lossy: measure instead of copying the quantized accuracy
-        metrics = float16_metrics(quantized, data, cfg.prune.train.device)
+    if cfg.encode.lossy:         # measure instead of copying the quantized accuracy
+        metrics = lossy_metrics(quantized, data, cfg.encode, cfg.prune.train.device)
     record = encode(quantized, out, cfg.encode, metrics)
     log("== decode and verify")
     decoded = read_dc(out, quantized.template)
-    if not cfg.encode.float16:
-        verify(quantized, decoded)
+    verify(stored_stage(quantized, cfg.encode), decoded)
     m = evaluate(decoded.build_model(), data, cfg.prune.train.device)
     expect = record["metrics"].get("top1")
-    if not cfg.encode.float16 and expect is not None and m["top1"] != expect:
+    if expect is not None and m["top1"] != expect:
         raise DeepcompError(f"verification failed: decoded top-1 {m['top1']} != {expect}")
     log(f"decoded {out}: every tensor equal, top-1 {m['top1']:.2f}% "
         f"({record['sizes']['bytes']:,} bytes, {format_ratio(record['sizes']['ratio'])})")
     return [paths["pruned"], paths["quantized"], out]
 
 
-def float16_metrics(sf: StageFile, data: Dataset, device: str = "auto") -> dict:
-    """Accuracy of ``sf`` with its dense tensors rounded to float16, as ``--float16`` stores them."""
-    import dataclasses
-    half = {k: v.half().float() if v.is_floating_point() and k not in sf.masks
-            and k not in sf.quant else v for k, v in sf.state_dict.items()}
-    return evaluate(dataclasses.replace(sf, state_dict=half).build_model(), data, device)
+def lossy_metrics(sf: StageFile, data: Dataset, config: EncodeConfig,
+                  device: str = "auto") -> dict:
+    """Accuracy of ``sf`` as a lossy encoding stores it (``--float16``, ``--fold-bn``)."""
+    return evaluate(stored_stage(sf, config).build_model(), data, device)
 
 
 # --- the embedded demo -----------------------------------------------------------------------

@@ -99,7 +99,8 @@ def stage_rows(inp: Inputs) -> list[dict]:
             wbits, ibits = "32", ibits_all
         else:
             wbits, ibits = "32", "-"
-        label = f"{stage} (float16, lossy)" if rec.get("lossy") else stage
+        lossy = rec.get("lossy")          # True in files from before --fold-bn: float16
+        label = f"{stage} ({'float16' if lossy is True else lossy}, lossy)" if lossy else stage
         if rec.get("split") == "validation":      # target mode: measured on held-out training images
             label = f"{stage} (validation)"
         rows.append({"stage": label, "split": rec.get("split", "test"),

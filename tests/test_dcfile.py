@@ -340,7 +340,7 @@ def test_float16_is_opt_in_and_marked_lossy():
     exact, rec = encode_stage(sf)
     assert "lossy" not in rec
     half, rec16 = encode_stage(sf, EncodeConfig(float16=True))
-    assert rec16["lossy"] is True
+    assert rec16["lossy"] == "float16"
     assert rec16["sizes"]["breakdown"]["dense"] < rec["sizes"]["breakdown"]["dense"]
     entries = split_v2(exact)[0]["tensors"]          # exact: float16 only where that is exact
     assert entries[0] == 0 and entries[2] == entries[4] == ["dense", "float16"]
@@ -350,6 +350,29 @@ def test_float16_is_opt_in_and_marked_lossy():
     assert torch.equal(back["fc1.bias"], sf.state_dict["fc1.bias"].half().float())
     assert not torch.equal(back["fc1.bias"], sf.state_dict["fc1.bias"])
     assert torch.equal(back["fc1.weight"], sf.state_dict["fc1.weight"])   # codebooks stay exact
+
+
+def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
+    sf = synthetic_stage("resnet20")
+    g = torch.Generator().manual_seed(0)
+    for k, v in sf.state_dict.items():           # batch norms as training leaves them
+        if k.endswith(("running_mean", "bn1.bias", "bn2.bias")):
+            sf.state_dict[k] = torch.randn(v.shape, generator=g) * 0.3
+        elif k.endswith(("running_var", "bn1.weight", "bn2.weight")):
+            sf.state_dict[k] = torch.rand(v.shape, generator=g) + 0.5
+    exact, rec = encode_stage(sf)
+    folded, rec_f = encode_stage(sf, EncodeConfig(fold_batchnorm=True))
+    assert rec_f["lossy"] == "folded batch norm"
+    assert rec_f["sizes"]["breakdown"]["dense"] < 0.6 * rec["sizes"]["breakdown"]["dense"]
+    back = decode_bytes(folded)
+    assert all(torch.equal(back.state_dict[k], sf.state_dict[k]) for k in sf.masks)
+    assert all(not back.state_dict[k].any() for k in back.state_dict if k.endswith("running_mean"))
+    x = torch.randn(4, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        want, got = sf.build_model().eval()(x), back.build_model().eval()(x)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
+    with pytest.raises(errors.UsageError, match="no batch norm"):
+        encode_stage(tiny_stage(), EncodeConfig(fold_batchnorm=True))
 
 
 def test_inconsistent_stage_files_are_refused():

@@ -76,7 +76,9 @@ def test_stage_rows():
     assert rows[3]["weight_bits"] == "3.50" and rows[3]["index_bits"] == "2.50"
     inp = _inputs()
     inp.records[-1]["lossy"] = True
-    assert stage_rows(inp)[3]["stage"] == "encoded (float16, lossy)"
+    assert stage_rows(inp)[3]["stage"] == "encoded (float16, lossy)"    # a file from before
+    inp.records[-1]["lossy"] = "folded batch norm, float16"
+    assert stage_rows(inp)[3]["stage"] == "encoded (folded batch norm, float16, lossy)"
 
 
 def test_layer_rows_use_the_encoded_record():
