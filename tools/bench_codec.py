@@ -6,9 +6,9 @@
 
 Without --stage, the pretrained ResNet-20 (/work/shared/models) is pruned by magnitude per layer
 (--keep, default 0.3) and quantized by k-means (deepcomp.quantize, 8 bits conv / 5 bits fc, no
-fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file (format 2, as the reader
-finds them) is decoded by deepcomp.huffman (all streams in one batch, as deepcomp.decode does) and by
-dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
+fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file
+(format 2, as the reader finds them) is decoded by deepcomp.huffman (all streams in one batch,
+as deepcomp.decode does) and by dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
 Times are CPU seconds (time.process_time), best of --repeat for deepcomp, one pass for
 dahuffman, so that other processes on a shared machine disturb them less.
 
