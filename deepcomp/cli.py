@@ -124,7 +124,8 @@ def add_encode_args(p):
     """The options of EncodeConfig (``deepcomp encode`` and ``compress``)."""
     p.add_argument("--index-bits", default=None, metavar="B|PAT=B,...",
                    help="bits of a relative index, per layer with globs, e.g. '*=5,conv*=8' "
-                        "(default: the paper's 8 conv, 5 fc)")
+                        "(the paper's 5 fc, 8 conv); default, or 'auto': each layer's width "
+                        "with the smallest gap stream, measured")
     p.add_argument("--float16", action="store_true",
                    help="store dense tensors (biases, batch norm) as float16: lossy, "
                         "re-evaluated on --data")

@@ -1,7 +1,7 @@
 """Encode a stage file as a ``.dc`` file (Han et al. 2016, sections 2 and 4; docs/FORMAT.md).
 
 Each weight with a mask is stored sparse: its kept positions as Huffman-coded relative indices
-(CSR or CSC, whichever is smaller), its values as Huffman-coded cluster indices when it is
+(CSR or CSC, and the index width, whichever are smaller), its values as Huffman-coded cluster indices when it is
 quantized, else as float32. A quantized weight without a mask stores a cluster index for every
 element. Everything else is raw, in the narrowest dtype that holds it exactly (float16 for all
 floating-point ones on explicit, lossy, request). The encoder writes format version 2; the byte
@@ -22,7 +22,7 @@ from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, 
                        MAX_BITS, NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER,
                        VERSION, arch_state, canonical_json, deflate, delta_code, shuffle)
 from .errors import CheckpointError, FormatError, UsageError
-from .sparse import as_2d, default_index_bits, relative_index, walk
+from .sparse import as_2d, filler_free_bits, gap_symbols, walk
 
 __all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_stage", "pack",
            "compact_history"]
@@ -30,8 +30,9 @@ __all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_s
 
 @dataclass
 class EncodeConfig:
-    # Bits of a relative index per layer ('*=5,conv*=8'); empty: the paper's defaults
-    # (section 2: 8 bits for convolution layers, 5 for fully connected layers).
+    # Bits of a relative index per layer ('*=5,conv*=8'; the paper, section 2, uses 8 for
+    # convolutions and 5 for fully connected layers); a layer not named, or named 'auto', gets
+    # the width that gives its smallest gap stream and code table, measured (docs/FORMAT.md).
     index_bits: str = ""
     # Store dense tensors (biases, batch norm) as float16 even where that rounds them: lossy,
     # off by default (the paper keeps them at 32 bits). Without it a dense tensor is float16
@@ -69,27 +70,31 @@ class _Tensor:
 
 
 def resolve_index_bits(sf, setting: str) -> dict:
-    """Index bits for every sparse tensor: the setting's value, else the paper's default.
-    A setting for a model with no pruned layer is an error, not ignored."""
+    """Index bits for every sparse tensor: the setting's value, or None (chosen by measured
+    size) where it names none or says 'auto'. A setting for a model with no pruned layer is an
+    error, not ignored."""
     from .patterns import resolve_setting
     names = sorted(sf.masks)
-
-    def paper(n):
-        return default_index_bits(sf.state_dict[n])
     if not setting:
-        return {n: paper(n) for n in names}
+        return dict.fromkeys(names)
     if not names:
         raise UsageError("--index-bits: the model has no pruned layer to store sparse")
-    return resolve_setting(setting, names, "index-bits", int, lambda v: 1 <= v <= MAX_BITS,
-                           f"1 to {MAX_BITS} bits", default=paper)
+    bits = resolve_setting(setting, names, "index-bits", lambda v: v if v == "auto" else int(v),
+                           lambda v: v == "auto" or 1 <= v <= MAX_BITS,
+                           f"1 to {MAX_BITS} bits or auto", default=lambda n: "auto")
+    return {n: None if b == "auto" else b for n, b in bits.items()}
+
+
+def _code_lengths(symbols: np.ndarray, alphabet: int, max_len: int) -> np.ndarray:
+    freqs = np.bincount(symbols, minlength=alphabet)
+    used = int((freqs > 0).sum())
+    max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
+    return huffman.code_lengths(freqs, max_len)
 
 
 def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[np.ndarray, bytes]:
     """(code lengths, stream) of a symbol stream."""
-    freqs = np.bincount(symbols, minlength=alphabet)
-    used = int((freqs > 0).sum())
-    max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
-    lengths = huffman.code_lengths(freqs, max_len)
+    lengths = _code_lengths(symbols, alphabet, max_len)
     stream, _ = huffman.encode(symbols, lengths)
     return lengths, stream
 
@@ -171,21 +176,31 @@ def _codebook_section(cb: np.ndarray) -> tuple[str, tuple]:
 
 
 def _gaps(m, ibits, max_len):
-    """Row or column order, whichever gives the smaller gap stream (a tie keeps csr): (order,
+    """The walk order (row or column) and relative index width (``ibits``, or where it is None
+    every width up to the first that needs no filler) that give the fewest bytes of gap stream
+    and code table, the table counted as 4-bit lengths up to its last used symbol (ties: csr,
+    then the narrower index): (order, index bits,
     positions, entries, gap code lengths, gap stream). The weights' symbols are the same
-    multiset either way, so their Huffman code and byte count are too."""
-    best = None
-    for order in ("csr", "csc"):
+    multiset either way, so their Huffman code and byte count are too. Candidates are sized in
+    the order of their Shannon bound, which no Huffman code beats: once the bound reaches the
+    best size so far, no later candidate can win."""
+    cands = []
+    for i, order in enumerate(("csr", "csc")):
         pos = walk(m, order)
-        stored, slots = relative_index(pos, ibits)
-        filler = np.ones(len(stored), bool)
-        filler[slots] = False
-        stored[filler] = 1 << ibits                # the filler symbol (docs/FORMAT.md)
-        lengths, stream = _huffman(stored, (1 << ibits) + 1, max_len)
-        size = len(stream) + len(huffman.pack_lengths(lengths))
+        for bits in [ibits] if ibits else range(1, filler_free_bits(pos, MAX_BITS) + 1):
+            stored = gap_symbols(pos, bits)
+            cands.append((huffman.shannon_bits(stored) / 8, (i, bits), order, bits, pos, stored))
+    best = None
+    for bound, rank, order, bits, pos, stored in sorted(cands, key=lambda c: c[:2]):
+        if best is not None and bound >= best[0][0]:
+            break
+        lengths = _code_lengths(stored, (1 << bits) + 1, max_len)
+        size = (-(-int(lengths.astype(np.int64)[stored].sum()) // 8)
+                + len(huffman.pack_lengths(lengths)), rank)
         if best is None or size < best[0]:
-            best = (size, order, pos, len(stored), lengths, stream)
-    return best[1:]
+            best = (size, order, bits, pos, stored, lengths)
+    _, order, bits, pos, stored, lengths = best
+    return order, bits, pos, len(stored), lengths, huffman.encode(stored, lengths)[0]
 
 
 def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
@@ -208,7 +223,7 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
         wlen, wstream = _huffman(np.where(idx >= 0, idx, k).reshape(-1), k + 1, max_len)
         return _Tensor({**entry, "kind": "quantized_dense"}, [codebook, ("weights", wstream)],
                        [wlen])
-    order, pos, entries, glen, gstream = _gaps(m, ibits, max_len)
+    order, ibits, pos, entries, glen, gstream = _gaps(m, ibits, max_len)
     e = {**entry, "kind": "quantized" if q is not None else "sparse", "order": order,
          "index_bits": ibits, "entries": entries, "nonzeros": int(len(pos))}
     if q is None:

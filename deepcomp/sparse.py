@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_2d", "walk", "relative_index", "expand_relative", "default_index_bits",
+__all__ = ["as_2d", "walk", "relative_index", "gap_symbols", "filler_free_bits",
+           "expand_relative", "default_index_bits",
            "default_weight_bits", "is_prunable_weight", "entries"]
 
 
@@ -54,6 +55,25 @@ def relative_index(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.nda
     stored = np.full(len(gaps) + int(fillers.sum()), span - 1, dtype=np.int64)
     stored[slots] = gaps - 1 - fillers * span
     return stored, slots
+
+
+def gap_symbols(positions: np.ndarray, bits: int) -> np.ndarray:
+    """The gap stream of a .dc file (docs/FORMAT.md, "Sparse positions"): ``gap - 1`` for each
+    kept weight, each filler as the symbol ``2**bits``."""
+    stored, slots = relative_index(positions, bits)
+    filler = np.ones(len(stored), bool)
+    filler[slots] = False
+    stored[filler] = 1 << bits
+    return stored
+
+
+def filler_free_bits(positions: np.ndarray, cap: int) -> int:
+    """The fewest index bits (at most ``cap``) at which no gap needs a filler: wider indices
+    code the same gaps with a larger alphabet."""
+    if len(positions) == 0:
+        return 1
+    widest = int(np.diff(positions.astype(np.int64), prepend=-1).max())     # gap - 1 < 2**bits
+    return min(cap, max(1, (widest - 1).bit_length()))
 
 
 def expand_relative(stored: np.ndarray, bits: int) -> np.ndarray:

@@ -69,9 +69,12 @@ def tiny_stage() -> StageFile:
                      history)
 
 
+TINY_CONFIG = EncodeConfig(index_bits="5")     # docs/FORMAT.md, "The tiny file"
+
+
 def tiny_bytes() -> bytes:
     sf = tiny_stage()
-    return pack(sf.arch, sf.data, sf.history, encode_tensors(sf, EncodeConfig()))
+    return pack(sf.arch, sf.data, sf.history, encode_tensors(sf, TINY_CONFIG))
 
 
 def assert_same_stage(a: StageFile, b: StageFile):
@@ -208,6 +211,32 @@ def test_fillers_and_csc_choice():
     assert_same_stage(sf, decode_bytes(buf))
 
 
+def test_index_width_is_chosen_by_measured_size():
+    """Kept weights 40 or 41 apart: the paper's 5-bit relative index needs a filler for each; by
+    default the encoder measures every width and the file is smaller. A width set per layer is
+    kept, and 'auto' asks for the measured one."""
+    sf = tiny_stage()
+    sf.arch = {"name": "dctiny", "kwargs": {"num_classes": 2, "img_size": 32}}
+    g = torch.Generator().manual_seed(3)
+    pos = torch.arange(0, 3072 - 1, 40) + torch.randint(0, 2, (77,), generator=g)
+    w = torch.zeros(3 * 1024)
+    w[pos] = torch.randn(len(pos), generator=g)
+    w = w.reshape(3, 1024)
+    sf.state_dict["fc1.weight"], sf.masks["fc1.weight"] = w, w != 0
+    del sf.quant["fc1.weight"]
+    sizes = {}
+    for setting in ("", "fc1=auto", "fc1=5", "fc1=5,fc2=auto"):
+        buf, rec = encode_stage(sf, EncodeConfig(index_bits=setting))
+        assert_same_stage(sf, decode_bytes(buf))
+        parts, st = rec["sizes"]["breakdown"], rec["sizes"]["tensors"]["fc1.weight"]
+        sizes[setting] = (parts["gap_stream"] + parts["code_tables"], st["raw_index_bits"])
+        assert split_v2(buf)[0]["tensors"][1][2] == st["raw_index_bits"]   # the header says it
+    assert sizes[""] == sizes["fc1=auto"] and sizes["fc1=5"] == sizes["fc1=5,fc2=auto"]
+    assert sizes["fc1=5"][1] == 5 and sizes[""][1] > 5 and sizes[""][0] < sizes["fc1=5"][0]
+    with pytest.raises(errors.UsageError, match="1 to 12 bits or auto"):
+        encode_stage(sf, EncodeConfig(index_bits="fc1=13"))
+
+
 def test_same_bytes_whatever_the_dict_order():
     a = tiny_bytes()
     sf = tiny_stage()
@@ -220,7 +249,7 @@ def test_same_bytes_whatever_the_dict_order():
         sf.quant = {k: dict(reversed(list(v.items()))) for k, v in reversed(sf.quant.items())}
         sf.data = dict(reversed(list(sf.data.items())))
         sf.history = [dict(reversed(list(r.items()))) for r in sf.history]
-        assert pack(sf.arch, sf.data, sf.history, encode_tensors(sf, EncodeConfig())) == a
+        assert pack(sf.arch, sf.data, sf.history, encode_tensors(sf, TINY_CONFIG)) == a
 
 
 # --- round trips -------------------------------------------------------------------------

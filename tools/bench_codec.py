@@ -2,12 +2,13 @@
 
     .venv/bin/python tools/bench_codec.py                      # ResNet-20, pruned + quantized here
     .venv/bin/python tools/bench_codec.py --stage runs/x.pt    # any quantized or pruned stage file
+    .venv/bin/python tools/bench_codec.py --stage x.pt --index-bits '*=8,linear=5'   # fixed widths
 
 Without --stage, the pretrained ResNet-20 (/work/shared/models) is pruned by magnitude per layer
 (--keep, default 0.3) and quantized by k-means (deepcomp.quantize, 8 bits conv / 5 bits fc, no
-fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file is
-decoded by deepcomp.huffman (all streams in one batch, as deepcomp.decode does) and by
-dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
+fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file
+(format 2, as the reader finds them) is decoded by deepcomp.huffman (all streams in one batch,
+as deepcomp.decode does) and by dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
 Times are CPU seconds (time.process_time), best of --repeat for deepcomp, one pass for
 dahuffman, so that other processes on a shared machine disturb them less.
 
@@ -27,10 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
-import zlib
 
 import numpy as np
 import torch
@@ -60,21 +59,22 @@ def make_stage(keep: float) -> StageFile:
 
 
 def streams_of(buf: bytes) -> list[tuple]:
-    """(name, bytes, code lengths, count) of every Huffman stream in a .dc file."""
-    hlen = struct.unpack_from("<I", buf, 12)[0]
-    h = json.loads(zlib.decompress(buf[28:28 + hlen], -15))
-    data = buf[28 + hlen:-4]
+    """(name, bytes, code lengths, count) of every Huffman stream in a version 2 .dc file, as
+    the reader finds them (deepcomp.decode)."""
+    from deepcomp.dcformat import read_prefix
+    from deepcomp.decode import _plans_v2
+    _, hoff, hlen, dlen = read_prefix(buf, "bench")
+    _, plans, _ = _plans_v2(buf[hoff:hoff + hlen], memoryview(buf)[hoff + hlen:hoff + hlen + dlen],
+                            "bench")
     out = []
-    for t in h["tensors"]:
-        s = {name: data[off:off + n] for name, off, n, _ in t["sections"]}
+    for t in plans:
         numel = int(np.prod(t["shape"]))
-        if "gaps" in s:
-            out.append((t["name"] + " gaps", s["gaps"], huffman.unpack_lengths(
-                s["gap_codes"], (1 << t["index_bits"]) + 1), t["entries"]))
-        if "weights" in s:
+        if "gaps" in t["secs"]:
+            out.append((t["name"] + " gaps", t["secs"]["gaps"], t["tables"]["gaps"], t["entries"]))
+        if "weights" in t["secs"]:
             count = numel if t["kind"] == "quantized_dense" else t["nonzeros"]
-            out.append((t["name"] + " weights", s["weights"], huffman.unpack_lengths(
-                s["weight_codes"], t["codebook_size"] + 1), count))
+            out.append((t["name"] + " weights", t["secs"]["weights"], t["tables"]["weights"],
+                        count))
     return out
 
 
@@ -92,11 +92,13 @@ def main():
     p.add_argument("--stage", help="quantized or pruned stage file (default: ResNet-20 made here)")
     p.add_argument("--keep", type=float, default=0.3, help="share of weights kept (default 0.3)")
     p.add_argument("--repeat", type=int, default=5, help="timing repeats, best taken")
+    p.add_argument("--index-bits", default="", help="deepcomp encode's --index-bits (default: "
+                   "measured per layer; '*=8,linear=5' is the paper's for ResNet-20)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     a = p.parse_args()
     torch.set_num_threads(1)
     sf = load_stage(a.stage) if a.stage else make_stage(a.keep)
-    buf, rec = encode_stage(sf, EncodeConfig())
+    buf, rec = encode_stage(sf, EncodeConfig(index_bits=a.index_bits))
     streams = streams_of(buf)
     jobs = [(b, L, n, name) for name, b, L, n in streams]
 
