@@ -25,7 +25,6 @@
 #define MAX_CODE 15                      /* longest Huffman code of a stream */
 #define MAX_CODEBOOK 4096                /* shared weights of a tensor */
 #define MAX_CLASSES 100000               /* data.classes written as a count */
-#define WINDOW 32768                     /* DEFLATE's window */
 #define FAST_BITS 10                     /* a stream's lookup table: 2^10 entries */
 
 struct dc_entry {
@@ -124,8 +123,6 @@ uint32_t dc_crc32(uint32_t crc, const void *data, size_t n)
 
 /* --- raw DEFLATE (RFC 1951) -------------------------------------------------------------
  *
- * Output goes to out[n & mask]: a flat buffer (mask SIZE_MAX) or a 32 KiB ring (mask 32767)
- * that only counts the bytes, so a block's size is known before its buffer is allocated.
  * Codes must be complete, except a literal/length or distance code of a single 1-bit code
  * word and a distance code with none; at most 286 literal/length and 30 distance codes; a
  * stream ends exactly at the end of its bytes. That is what zlib accepts (docs/FORMAT.md).
@@ -139,7 +136,7 @@ typedef struct {
     uint32_t bits;                       /* unread bits of the bytes before in_pos, LSB first */
     unsigned nbits;
     uint8_t *out;
-    size_t mask, n, cap;                 /* output: mask, bytes written, most allowed */
+    size_t n, cap;                       /* output: bytes written, most allowed */
     const char *why;                     /* what was wrong (INF_BAD) */
 } inflater;
 
@@ -189,7 +186,7 @@ static int inf_build(inf_code *c, const uint8_t *lengths, unsigned n, int codele
     code[0] = 0;
     for (len = 1; len <= MAX_CODE; len++) {
         offs[len + 1] = (uint16_t)(offs[len] + c->count[len]);
-        code[len] = (uint16_t)((code[len - 1] + c->count[len - 1]) << 1);
+        code[len] = (uint16_t)(((unsigned)code[len - 1] + c->count[len - 1]) << 1);
     }
     memset(c->fast, 0, sizeof c->fast);
     for (s = 0; s < n; s++) {
@@ -211,7 +208,7 @@ static int inf_build(inf_code *c, const uint8_t *lengths, unsigned n, int codele
  * is looked up when that many bits remain; the others are decoded one bit at a time. */
 static int inf_decode(inflater *s, const inf_code *c, int *sym)
 {
-    int code = 0, first = 0, index = 0;
+    long code = 0, first = 0, index = 0;       /* long: 16-bit ints overflow at 15 bits */
     unsigned len, e;
     while (s->nbits < INF_FAST && s->in_pos < s->in_len) {
         s->bits |= (uint32_t)s->in[s->in_pos++] << s->nbits;
@@ -228,7 +225,7 @@ static int inf_decode(inflater *s, const inf_code *c, int *sym)
         uint32_t bit;
         if (inf_bits(s, 1, &bit))
             return INF_TRUNCATED;
-        code |= (int)bit;
+        code |= (long)bit;
         if (code - first < c->count[len]) {
             *sym = c->symbol[index + code - first];
             return INF_OK;
@@ -245,7 +242,7 @@ static int inf_put(inflater *s, uint8_t b)
 {
     if (s->n >= s->cap)
         return INF_TOO_LARGE;
-    s->out[s->n++ & s->mask] = b;
+    s->out[s->n++] = b;
     return INF_OK;
 }
 
@@ -319,7 +316,7 @@ static int inf_codes(inflater *s, const inf_code *lit, const inf_code *dist)
             return INF_BAD;
         }
         while (len--) {
-            if ((r = inf_put(s, s->out[(s->n - d) & s->mask])) != INF_OK)
+            if ((r = inf_put(s, s->out[s->n - d])) != INF_OK)
                 return r;
         }
     }
@@ -413,10 +410,10 @@ static int inf_dynamic(inflater *s)
     return inf_codes(s, &lit, &dist);
 }
 
-/* Inflate in[0..len), which must hold exactly one DEFLATE stream, into out (mask: see above),
- * at most cap bytes; *n: the bytes it inflates to, so far. */
-static int inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t mask, size_t cap,
-                       size_t *n, const char **why)
+/* Inflate in[0..len), which must hold exactly one DEFLATE stream, into out, at most cap
+ * bytes; *n: the bytes it inflates to, so far. */
+static int inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *n,
+                       const char **why)
 {
     inflater s;
     uint32_t last, type;
@@ -425,7 +422,6 @@ static int inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t mask,
     s.in = in;
     s.in_len = len;
     s.out = out;
-    s.mask = mask;
     s.cap = cap;
     s.why = "";
     do {
@@ -450,38 +446,34 @@ static int inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t mask,
 }
 
 /* Inflate a stream of the file into a new buffer: exactly `want` bytes, or (want ==
- * SIZE_MAX) whatever it inflates to within `cap`. The size is counted in a 32 KiB ring before
- * the buffer is allocated, so a forged size allocates nothing. One NUL byte follows the data. */
+ * SIZE_MAX) whatever it inflates to within `cap`. The buffer starts at 4 times the stream
+ * plus 1 KiB and grows 4 times while the output overflows it, so it never exceeds 4 times
+ * what the stream really inflates to, nor the declared size: a forged size allocates
+ * nothing. One NUL byte follows the data. */
 static dc_status inflate_block(dc_file *f, const uint8_t *in, size_t len, size_t want,
                                size_t cap, const char *what, uint8_t **out, size_t *n)
 {
     const char *why;
     uint8_t *buf;
-    size_t got;
+    size_t got, size;
     int r;
     *out = NULL;
     if (want != SIZE_MAX)
         cap = want;
-    if (want == SIZE_MAX || want > WINDOW) {
-        uint8_t *ring = mem_alloc(f, WINDOW);
-        if (!ring)
+    size = len > (cap - 1024) / 4 || cap < 1024 ? cap : 4 * len + 1024;
+    for (;;) {
+        if (size == SIZE_MAX || !(buf = mem_alloc(f, size + 1)))
             return no_memory(f);
-        r = inflate_raw(in, len, ring, WINDOW - 1, cap, &got, &why);
-        mem_free(f, ring);
-    } else {
-        r = INF_OK;
-        got = want;
+        r = inflate_raw(in, len, buf, size, &got, &why);
+        if (r == INF_OK)
+            break;
+        mem_free(f, buf);
+        if (r != INF_TOO_LARGE || size == cap)
+            break;
+        size = size > cap / 4 ? cap : 4 * size;
     }
-    if (r == INF_OK) {
-        if (got == SIZE_MAX || !(buf = mem_alloc(f, got + 1)))
-            return no_memory(f);
-        r = inflate_raw(in, len, buf, SIZE_MAX, got, &got, &why);
-        if (r != INF_OK) {
-            mem_free(f, buf);
-            buf = NULL;
-        } else
-            buf[got] = 0;
-    }
+    if (r == INF_OK)
+        buf[got] = 0;
     switch (r) {
     case INF_OK:
         *out = buf;
@@ -1425,7 +1417,7 @@ static dc_status hs_init(dc_file *f, hstream *h, const uint8_t *lengths, size_t 
     for (l = 1; l <= MAX_CODE; l++) {        /* canonical codes: RFC 1951 3.2.2 */
         h->first[l] = next[l];
         next[l + 1] = (uint16_t)(next[l] + h->count[l]);
-        code[l] = (uint16_t)((code[l - 1] + h->count[l - 1]) << 1);
+        code[l] = (uint16_t)(((unsigned)code[l - 1] + h->count[l - 1]) << 1);
     }
     for (s = 0; s < alphabet; s++) {
         unsigned len = lengths[s];
@@ -1580,7 +1572,8 @@ static uint32_t dense_value(const struct dc_entry *t, const uint8_t *b, size_t j
         memcpy(&i, &u, sizeof i);
         return f32_of((float)i);
     }
-    case DC_INT32: return f32_of((float)((int64_t)u - (u & 0x80000000u ? INT64_C(0x100000000) : 0)));
+    case DC_INT32:
+        return f32_of((float)((int64_t)u - (u & 0x80000000u ? INT64_C(0x100000000) : 0)));
     case DC_INT16: return f32_of((float)((int32_t)u - (u & 0x8000u ? 0x10000 : 0)));
     case DC_INT8: return f32_of((float)((int32_t)u - (u & 0x80u ? 0x100 : 0)));
     case DC_UINT8: return f32_of((float)u);

@@ -154,6 +154,34 @@ def test_golden_files(dcdump, tmp_path):
     assert run(dcdump).returncode == 2 and run(dcdump, "--raw", "x").returncode == 2
 
 
+def test_named_errors(dcdump, tmp_path):
+    """test_dcfile.py's malformations, each with its status, one line on stderr."""
+    with open(GOLDEN, "rb") as f:
+        buf = f.read()
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    bomb = bomb.compress(b" " * (17 << 20)) + bomb.flush()      # inflates past 16 MiB
+    body = b"DEEPCOMP" + struct.pack("<HHIQ", 2, 0, len(bomb), 0) + bomb
+    flip = bytearray(buf)
+    flip[40] ^= 0x40
+    cases = [(b"PK\x03\x04" + buf[4:], "DC_E_BAD_MAGIC"), (b"", "DC_E_BAD_MAGIC"),
+             (b"DEEP", "DC_E_TRUNCATED"), (buf[:20], "DC_E_TRUNCATED"),
+             (buf[:8] + struct.pack("<H", 3) + buf[10:], "DC_E_UNSUPPORTED_VERSION"),
+             (buf[:-10], "DC_E_TRUNCATED"), (buf + b"\0", "DC_E_INVALID_OFFSET"),
+             (bytes(flip), "DC_E_CHECKSUM"),
+             (buf[:12] + struct.pack("<I", 1 << 30) + buf[16:], "DC_E_HEADER_TOO_LARGE"),
+             (body + struct.pack("<I", zlib.crc32(body)), "DC_E_HEADER_TOO_LARGE"),
+             (forge_v2(buf, lambda h, d: h["blocks"].update(dense=16)), "DC_E_INVALID_OFFSET"),
+             (forge_v2(buf, lambda h, d: h["state"].reverse()), "DC_E_HEADER"),
+             (forge_v2(buf, lambda h, d: h["tensors"][1].__setitem__(7, 4)),
+              "DC_E_COUNT_MISMATCH")]
+    for i, (bad, status) in enumerate(cases):
+        path = tmp_path / f"{i}.dc"
+        path.write_bytes(bad)
+        r = run(dcdump, path)
+        assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.endswith(f"({status})\n"), (i, r.stderr)
+
+
 def test_the_shipped_model_encoded_again(dcdump, tmp_path):
     """models/lenet300-mnist.dc (trained, pruned, quantized with float32 codebooks; version 1)
     written again as version 2."""
@@ -461,3 +489,15 @@ def test_damaged_and_forged_files_under_sanitizers(dcdump_asan, tmp_path):
             agree[(type(py).__name__, c)] += 1
     assert both_fail > 2000
     assert same_error > 0.95 * both_fail, sorted(agree.items(), key=lambda x: -x[1])[:12]
+
+
+def test_bench_tool_builds_and_compares(tmp_path, dcdump):
+    """tools/bench_c_decode.py: its build and its check that both readers agree."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_c_decode", os.path.join(ROOT, "tools", "bench_c_decode.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with open(GOLDEN, "rb") as f:
+        buf = f.read()
+    assert bench.same_values(bench.build(str(tmp_path)), GOLDEN, buf) == 6
