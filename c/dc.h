@@ -17,10 +17,12 @@
  *     }
  *     dc_close(&f);
  *
- * Memory: dc_open keeps the tensor table (about 150 bytes and the name per tensor) and the
- * three inflated side blocks (code lengths, codebooks, dense tensors); dc_decode_tensor
- * allocates at most about 40 KiB of tables for the tensor it decodes and frees them before it
- * returns. The file's bytes are read in place: `buf` must stay valid until dc_close.
+ * Memory: dc_open keeps the tensor table (152 bytes on a 64-bit machine, and the name, per
+ * tensor) and the three inflated side blocks (code lengths, codebooks, dense tensors), and
+ * needs the inflated header while it runs (in a buffer at most 4 times its size, grown as it
+ * inflates); dc_decode_tensor allocates at most 40 KiB of tables for the tensor it decodes
+ * and frees them before it returns. The file's bytes are read in place: `buf` must stay valid
+ * until dc_close.
  * Not thread-safe per dc_file (each dc_file holds its own error message); several dc_files
  * may be used from several threads.
  */
