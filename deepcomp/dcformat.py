@@ -21,8 +21,8 @@ from .errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeEr
                      UntrustedModelError)
 
 __all__ = ["MAGIC", "VERSION", "V1", "V2", "PREFIX_V1", "PREFIX_V2", "MAX_HEADER_BYTES",
-           "MAX_BITS", "MAX_ELEMENTS", "DTYPES", "DTYPE_NAMES", "NUMPY", "KINDS", "BREAKDOWN",
-           "canonical_json", "deflate", "inflate", "read_prefix", "parse_header", "check_entry_v1",
+           "MAX_BITS", "MAX_ELEMENTS", "MAX_JSON_DEPTH", "DTYPES", "DTYPE_NAMES", "NUMPY",
+           "KINDS", "BREAKDOWN", "canonical_json", "deflate", "inflate", "read_prefix", "parse_header", "check_entry_v1",
            "check_entry_v2", "arch_state", "is_int"]
 
 MAGIC = b"DEEPCOMP"                   # the first 8 bytes of every version
@@ -32,6 +32,7 @@ PREFIX_V1 = struct.Struct("<8sHHIIQ")  # magic, major, minor, header length, hea
 PREFIX_V2 = struct.Struct("<8sHHIQ")   # magic, major, minor, header length, data length
 TRAILER = struct.Struct("<I")         # CRC32 of every byte before it
 MAX_HEADER_BYTES = 16 << 20           # cap on the header, stored and inflated
+MAX_JSON_DEPTH = 64                   # nesting of the header's JSON (a valid one nests 5 deep)
 MAX_BITS = 12                         # widest cluster index / relative index the format allows
 MAX_ELEMENTS = 1 << 30                # decoded elements per file (4 GiB of float32)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -167,9 +168,11 @@ def parse_header(raw: bytes, name: str, required: set, optional: set = frozenset
     """Inflate and parse the JSON header; check its top-level keys and the shared ones."""
     text = inflate(raw, MAX_HEADER_BYTES, f"{name}: header")
     try:
-        h = json.loads(text.decode("utf-8"))
+        h = json.loads(text.decode("utf-8"), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise HeaderError(f"{name}: header is not valid JSON ({str(e)[:80]})") from None
+    if _depth(h) > MAX_JSON_DEPTH:
+        raise HeaderError(f"{name}: header nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(h, dict) or not required <= set(h) <= required | optional:
         raise HeaderError(f"{name}: header keys must be {sorted(required)} "
                           f"(optionally {sorted(optional)})")
@@ -181,6 +184,22 @@ def parse_header(raw: bytes, name: str, required: set, optional: set = frozenset
             or not all(isinstance(r, dict) for r in h["history"]):
         raise HeaderError(f"{name}: header 'data' must be an object and 'history' a list of objects")
     return h
+
+
+def _not_json(word: str):
+    """Python's json reads NaN and Infinity; JSON (RFC 8259) has no such numbers."""
+    raise ValueError(f"{word} is not a JSON number")
+
+
+def _depth(x) -> int:
+    """Nesting depth of parsed JSON: 0 for a scalar, 1 for a flat list or object."""
+    depth, level = 0, [(x, 0)]
+    while level:
+        v, d = level.pop()
+        if isinstance(v, (dict, list)):
+            depth = max(depth, d + 1)
+            level.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return depth
 
 
 def arch_state(arch: dict, name: str) -> dict:
@@ -293,7 +312,7 @@ CODEBOOK_DTYPES = {"float16": 2, "float32": 4}
 def check_entry_v2(e, tname: str, dtype: str, shape: tuple, quant_meta: dict, name: str) -> dict:
     """One version 2 tensor entry (``0`` or a list), as a dict of v1-style fields."""
     where = f"{name}: tensor {tname!r}"
-    if e == 0:
+    if is_int(e, 0, 0):                # the integer 0 (not false, 0.0 or -0.0)
         return {"name": tname, "dtype": dtype, "shape": list(shape), "kind": "dense",
                 "stored": dtype}
     if not isinstance(e, list) or not e or not one_of(e[0], FIELDS_V2):

@@ -20,6 +20,7 @@ from .dcformat import (BLOCKS, BREAKDOWN, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, 
                        check_shape, check_total, delta_decode, inflate, is_int, parse_header,
                        read_prefix, STREAM_SECTIONS, tile, unshuffle)
 from .errors import (ChecksumError, CountMismatchError, HeaderError, InvalidOffsetError)
+from .models import is_reference
 from .sparse import as_2d
 from .stagefile import StageFile
 
@@ -151,7 +152,7 @@ def _plans_v1(raw: bytes, data, name: str, template=None):
 def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
     """``({tensor name: (dtype, shape)}, names in the model's order)`` of a version 2 header:
     the architecture's state dict with the header's ``state`` and ``drop`` applied, or the
-    ``state`` list alone when ``explicit``."""
+    ``state`` list alone when ``explicit`` (:func:`_explicit_layout`)."""
     explicit = h.get("explicit", False)
     state, drop = h.get("state", []), h.get("drop", [])
     if explicit is not True and explicit is not False or (explicit and ("drop" in h
@@ -167,7 +168,9 @@ def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise HeaderError(f"{name}: tensor {n!r}: unknown dtype {dtype!r}")
         check_shape(shape, f"{name}: tensor {n!r}")
-    layout = {} if explicit else _arch_layout(h["arch"], name, template)
+    if explicit:
+        return _explicit_layout(h, state, name, template)
+    layout = _arch_layout(h["arch"], name, template)
     if set(drop) - set(layout) or set(drop) & {s[0] for s in state}:
         raise HeaderError(f"{name}: 'drop' names a tensor the architecture does not build "
                           "or 'state' sets")
@@ -180,6 +183,20 @@ def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
         layout[n] = (dtype, tuple(shape))
     check_total([s for _, s in layout.values()], name)
     return layout, [n for n in order if n in layout]
+
+
+def _explicit_layout(h: dict, state: list, name: str, template=None) -> tuple[dict, list]:
+    """The layout of a file that lists every tensor (``explicit``, what deepcomp encode
+    writes). The architecture only orders the state dict like the model's: a registry name
+    is built (on the meta device) and so checked as in an implicit file, its size too; a user's
+    ``module:factory`` reference is never imported to read a file (building the model is)."""
+    layout = {n: (dtype, tuple(shape)) for n, dtype, shape in state}
+    check_total([s for _, s in layout.values()], name)
+    if template is None and is_reference(h["arch"]["name"]):
+        return layout, list(layout)
+    built = _arch_layout(h["arch"], name, template)
+    check_total([s for _, s in built.values()], name)      # what loading the model would build
+    return layout, [n for n in built if n in layout] + [n for n in layout if n not in built]
 
 
 def _sections_v2(t: dict) -> list[tuple[str, int]]:

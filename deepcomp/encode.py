@@ -20,7 +20,7 @@ import torch
 from . import huffman
 from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, MAGIC,
                        MAX_BITS, NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER,
-                       VERSION, arch_state, canonical_json, deflate, delta_code, shuffle)
+                       VERSION, canonical_json, deflate, delta_code, shuffle)
 from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, filler_free_bits, gap_symbols, walk
 
@@ -355,23 +355,13 @@ def _compact_data(data: dict) -> dict:
     return d
 
 
-def _layout(arch: dict, tensors: list[_Tensor]) -> dict:
-    """What the header must say about names, dtypes and shapes: nothing where the architecture
-    builds exactly the state dict; else the tensors it builds differently (``state``) and those
-    it builds that the file lacks (``drop``); everything (``explicit``) where it cannot be built."""
-    have = {t.entry["name"]: (t.entry["dtype"], tuple(t.entry["shape"])) for t in tensors}
-    try:
-        built = arch_state(arch, "encode")
-    except (FormatError, UsageError):
-        return {"explicit": True, "state": [[n, d, list(s)] for n, (d, s) in sorted(have.items())]}
-    out = {}
-    state = [[n, d, list(s)] for n, (d, s) in sorted(have.items()) if built.get(n) != (d, s)]
-    drop = sorted(set(built) - set(have))
-    if state:
-        out["state"] = state
-    if drop:
-        out["drop"] = drop
-    return out
+def _layout(tensors: list[_Tensor]) -> dict:
+    """Every tensor's name, dtype and shape, sorted by name (``state``, with ``explicit``): the
+    file describes itself, so a reader that cannot build the architecture (the C reader, c/)
+    reads it too; about 1% of a ResNet-20 file (docs/FORMAT.md, "Names, dtypes and shapes")."""
+    return {"explicit": True,
+            "state": [[t.entry["name"], t.entry["dtype"], list(t.entry["shape"])]
+                      for t in sorted(tensors, key=lambda t: t.entry["name"])]}
 
 
 def _entry(t: _Tensor, quant_meta: dict):
@@ -422,7 +412,7 @@ def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes
     blocks = side_blocks(tensors)
     header = {"arch": arch, "data": _compact_data(data), "history": history,
               "quant_meta": meta, "blocks": {k: len(b) for k, b in blocks.items()},
-              "tensors": [_entry(t, meta) for t in tensors], **_layout(arch, tensors)}
+              "tensors": [_entry(t, meta) for t in tensors], **_layout(tensors)}
     header = deflate(canonical_json(jsonable(header)))
     streams = [b for t in tensors for name, b in t.sections if name in STREAM_SECTIONS]
     data_area = b"".join(blocks[k] for k in BLOCKS) + b"".join(streams)

@@ -20,7 +20,9 @@ from deepcomp.loading import load_stage
 from deepcomp.stagefile import StageFile, save_stage
 
 GOLDEN_V1 = os.path.join(os.path.dirname(__file__), "golden", "tiny.dc")     # committed, v1
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "tiny-v2.dc")
+# committed, v2 as deepcomp wrote it before every file listed its tensors (layout implied)
+GOLDEN_IMPLICIT = os.path.join(os.path.dirname(__file__), "golden", "tiny-v2.dc")
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "tiny-v2-explicit.dc")
 
 
 def inflate(raw: bytes) -> bytes:
@@ -116,13 +118,18 @@ def test_golden_bytes_match_the_byte_table():
     # "Layout": the 24-byte prefix, the header, the data area, the CRC32 of all before it
     assert buf[:8] == b"DEEPCOMP"
     major, minor, hlen, dlen = struct.unpack_from("<HHIQ", buf, 8)
-    assert (major, minor) == (2, 0) and len(buf) == 28 + hlen + dlen == 372
+    assert (major, minor) == (2, 0) and len(buf) == 28 + hlen + dlen == 431
     assert struct.unpack("<I", buf[-4:])[0] == zlib.crc32(buf[:-4])
     text = inflate(buf[24:24 + hlen])                # raw DEFLATE of the canonical JSON
     h = json.loads(text)
     assert text == canonical_json(h)
-    # "Header": no names or shapes (dctiny builds them); one entry per tensor in name order
-    assert set(h) == {"arch", "blocks", "data", "history", "quant_meta", "tensors"}
+    # "Header": every name, dtype and shape; one entry per tensor in name order
+    assert set(h) == {"arch", "blocks", "data", "explicit", "history", "quant_meta", "state",
+                      "tensors"}
+    assert h["explicit"] is True and h["state"] == [
+        ["fc1.bias", "float32", [3]], ["fc1.weight", "float32", [3, 4]],
+        ["fc2.bias", "float32", [3]], ["fc2.weight", "float32", [3, 3]],
+        ["fc3.bias", "float32", [2]], ["fc3.weight", "float32", [2, 3]]]
     assert h["quant_meta"] == {"init": "linear"}
     assert h["blocks"] == {"code_tables": 18, "codebooks": 14, "dense": 17}
     assert h["tensors"] == [["dense", "float16"],                               # fc1.bias
@@ -169,6 +176,20 @@ def test_the_tiny_file_table_in_format_md_is_the_golden_file():
     header = re.search(r"```json\n(\{.*\})\n```", table).group(1)
     hlen = struct.unpack_from("<I", buf, 12)[0]
     assert inflate(buf[24:24 + hlen]).decode() == header
+
+
+def test_implicit_layout_golden_file_still_decodes():
+    """The committed version 2 file without names and shapes (docs/FORMAT.md, "Names, dtypes
+    and shapes": the layout implied by the architecture) reads back exactly; its data area is
+    the explicit file's."""
+    with open(GOLDEN_IMPLICIT, "rb") as f:
+        buf = f.read()
+    h, data = split_v2(buf)
+    assert len(buf) == 372 and "state" not in h and "explicit" not in h
+    assert data == split_v2(tiny_bytes())[1]
+    back = decode_bytes(buf)
+    assert_same_stage(tiny_stage(), back)
+    assert list(back.state_dict) == list(Tiny().state_dict())
 
 
 def test_version_1_golden_file_still_decodes():
@@ -358,7 +379,8 @@ def test_round_trip_every_registered_model(name):
     back = decode_bytes(buf)
     assert_same_stage(sf, back)
     assert list(back.state_dict) == list(create(name, num_classes=3).state_dict())
-    assert set(split_v2(buf)[0]) == {"arch", "data", "history", "quant_meta", "blocks", "tensors"}
+    h = split_v2(buf)[0]
+    assert h["explicit"] is True and [s[0] for s in h["state"]] == sorted(sf.state_dict)
     kinds = {t["kind"] for t in rec["sizes"]["tensors"].values()}
     assert kinds == {"quantized", "quantized_dense", "sparse"}
 
@@ -487,19 +509,33 @@ def test_forged_headers_raise_named_errors():
     def huge(h, d):
         h["arch"]["kwargs"] = {"num_classes": 2, "img_size": 1 << 20}
 
+    deep = 0
+    for _ in range(63):
+        deep = [deep]
+
     v1 = [(lambda h, d: h["tensors"][0].update(shape=[4]), errors.HeaderError),
           (lambda h, d: h["tensors"][1].update(nonzeros=4), errors.CountMismatchError),
           (lambda h, d: h["tensors"][0]["sections"][0].__setitem__(1, 1),
            errors.InvalidOffsetError)]
-    v2 = [(lambda h, d: h.update(state=[["fc1.bias", "float32", [4]]]),
-           errors.CountMismatchError),                  # the dense block holds 3 elements
-          (lambda h, d: h.update(drop=["fc9.bias"]), errors.HeaderError),
-          (lambda h, d: h["tensors"][1].__setitem__(7, 4), errors.CountMismatchError),
-          (lambda h, d: h["blocks"].update(codebooks=17), errors.InvalidOffsetError),
-          (lambda h, d: h["blocks"].update(dense=16), errors.InvalidOffsetError),
-          (lambda h, d: h["tensors"].__delitem__(-1), errors.HeaderError),
-          (lambda h, d: h.update(explicit=True), errors.HeaderError)]
-    for forge, buf, cases in ((_forge, v1_bytes(), v1), (forge_v2, tiny_bytes(), v2)):
+    both = [(lambda h, d: h["tensors"][1].__setitem__(7, 4), errors.CountMismatchError),
+            (lambda h, d: h["blocks"].update(codebooks=17), errors.InvalidOffsetError),
+            (lambda h, d: h["blocks"].update(dense=16), errors.InvalidOffsetError),
+            (lambda h, d: h["tensors"].__delitem__(-1), errors.HeaderError),
+            (lambda h, d: h["tensors"].__setitem__(0, False), errors.HeaderError),
+            (lambda h, d: h["data"].update(nest=deep), errors.HeaderError)]   # 65 levels
+    implicit = [(lambda h, d: h.update(state=[["fc1.bias", "float32", [4]]]),
+                 errors.CountMismatchError),            # the dense block holds 3 elements
+                (lambda h, d: h.update(drop=["fc9.bias"]), errors.HeaderError),
+                (lambda h, d: h.update(explicit=True), errors.HeaderError)]
+    explicit = [(lambda h, d: h["state"][0].__setitem__(2, [4]), errors.CountMismatchError),
+                (lambda h, d: h.update(drop=["fc1.bias"]), errors.HeaderError),
+                (lambda h, d: h.__delitem__("state"), errors.HeaderError),
+                (lambda h, d: h["state"].reverse(), errors.HeaderError),
+                (lambda h, d: h["state"][1].__setitem__(1, "float64"), errors.HeaderError)]
+    with open(GOLDEN_IMPLICIT, "rb") as f:
+        old = f.read()
+    for forge, buf, cases in ((_forge, v1_bytes(), v1), (forge_v2, old, both + implicit),
+                              (forge_v2, tiny_bytes(), both + explicit)):
         for edit, err in cases + [(arch, errors.UnknownArchitectureError),
                                   (huge, errors.HeaderError)]:
             with pytest.raises(err):

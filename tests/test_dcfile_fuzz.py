@@ -9,25 +9,30 @@ import tracemalloc
 import zlib
 
 import pytest
-from test_dcfile import (_forge, dctiny, forge_v2, inflate, split_v2,  # noqa: F401
-                         tiny_bytes, tiny_stage, v1_bytes)              # (dctiny: autouse)
+from test_dcfile import (GOLDEN_IMPLICIT, _forge, dctiny, forge_v2,  # noqa: F401
+                         inflate, split_v2, tiny_bytes, tiny_stage,    # (dctiny: autouse)
+                         v1_bytes)
 
 from deepcomp.decode import decode_bytes
 from deepcomp.encode import encode_stage
 from deepcomp.errors import FormatError
 
-VERSIONS = [1, 2, "2-explicit"]
+VERSIONS = [1, "2-implicit", 2, "2-reference"]
 
 
 def base(version) -> bytes:
-    """The small valid file: the committed version 1 one, the tiny model encoded now, or the
-    same with an architecture that cannot be built (names and shapes in the header)."""
-    if version == "2-explicit":
+    """The small valid file: the committed version 1 one; the committed version 2 one whose
+    layout the architecture implies; the tiny model encoded now (every tensor listed); the same
+    with an architecture the reader does not build (a user's module:factory reference)."""
+    if version == "2-reference":
         sf = tiny_stage()
         sf.arch = {"name": "no_such_package:Tiny", "kwargs": {}}
         buf = encode_stage(sf)[0]
         assert split_v2(buf)[0]["explicit"] is True
         return buf
+    if version == "2-implicit":
+        with open(GOLDEN_IMPLICIT, "rb") as f:
+            return f.read()
     return v1_bytes() if version == 1 else tiny_bytes()
 
 

@@ -63,13 +63,18 @@ def test_cli_user_model_prune_quantize_encode_decode_bit_exact(tmp_path, capsys)
     assert len(torch.load(pruned, weights_only=True)["masks"]) == 3   # two convs, the classifier
 
 
-def test_a_file_never_imports_a_model_the_user_did_not_name(tmp_path, capsys):
+def test_a_file_never_imports_a_model_the_user_did_not_name(tmp_path, capsys, monkeypatch):
     sf = deepcomp.compress(usermodels.tiny_net(), _digits(), str(tmp_path / "m.dc"),
                            _quick(), log=lambda *a: None)[-1]
     _registry._ALLOWED.clear()
-    code, _, err = run(capsys, "decode", sf, "-o", tmp_path / "x.pt")
+    monkeypatch.delitem(sys.modules, "usermodels")
+    code, _, err = run(capsys, "decode", sf, "-o", tmp_path / "x.pt")   # the file lists its
+    assert code == 0, err                                                # tensors: nothing built
+    assert "usermodels" not in sys.modules and (tmp_path / "x.pt").exists()
+    code, _, err = run(capsys, "eval", sf, "--data", "digits")
     assert code == 2 and "--model usermodels:TinyNet" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "x.pt").exists()
+    assert "usermodels" not in sys.modules
+    monkeypatch.undo()
     with pytest.raises(deepcomp.errors.UntrustedModelError):
         deepcomp.load(sf)
     assert isinstance(deepcomp.load(sf, model="usermodels:TinyNet"), usermodels.TinyNet)
@@ -88,16 +93,17 @@ def test_load_into_an_instance_of_the_users_model(tmp_path):
 
 
 def test_a_model_that_cannot_be_imported_is_a_one_line_error(tmp_path):
-    """Where the package is missing (here: not on the path), decode says so and exits 1."""
+    """Where the package is missing (here: not on the path), a command that builds the model
+    says so and exits 2 (an unknown model: a usage error)."""
     dc = tmp_path / "m.dc"
     deepcomp.compress(usermodels.tiny_net(), _digits(), str(dc), _quick(),
                       log=lambda *a: None)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([sys.executable, "-m", "deepcomp", "decode", str(dc), "--model",
-                        "usermodels:TinyNet", "-o", str(tmp_path / "x.pt")],
+    r = subprocess.run([sys.executable, "-m", "deepcomp", "eval", str(dc), "--model",
+                        "usermodels:TinyNet", "--data", "digits"],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
-    assert r.returncode == 1 and "cannot import 'usermodels'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.pt").exists()
+    assert r.returncode == 2 and "cannot import 'usermodels'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("make", [
