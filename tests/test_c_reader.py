@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_dcfile import (GOLDEN, GOLDEN_IMPLICIT, GOLDEN_V1, dctiny,  # noqa: F401
                          forge_v2, split_v2, synthetic_stage)
-from test_dcfile_fuzz import _VALUES, _leaves, _set, base, header_json
+from test_dcfile_fuzz import _leaves, base, header_edit, header_json, mutate_bytes
 
 from deepcomp import errors
 from deepcomp.decode import decode_bytes, read_dc
@@ -367,31 +367,12 @@ def _corpus(rnd: random.Random) -> list[tuple[str, bytes]]:
         for i in range(len(buf)):
             out.append((version, buf[:i]))
         for _ in range(300):                                   # bytes changed, cut, added
-            b = bytearray(buf)
-            i = rnd.randrange(len(b))
-            op = rnd.randrange(4)
-            if op == 0:
-                b[i] ^= 1 << rnd.randrange(8)
-            elif op == 1:
-                b[i] = rnd.randrange(256)
-            elif op == 2:
-                del b[i:i + rnd.randrange(1, 16)]
-            else:
-                b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 16)))
-            out.append((version, bytes(b)))
+            out.append((version, mutate_bytes(buf, rnd, ops=4)))
         if version == 1:
             continue
         paths = [p for p in _leaves(header_json(version, buf)) if p and p[0] != "history"]
         for _ in range(500):                                   # header fields, CRC right
-            edits = [(rnd.choice(paths), rnd.choice(_VALUES)) for _ in range(rnd.randrange(1, 3))]
-
-            def edit(h, d):
-                for path, value in edits:
-                    try:
-                        _set(h, path, json.loads(json.dumps(value)), rnd)
-                    except (KeyError, IndexError, TypeError):
-                        pass
-            out.append((version, forge_v2(buf, edit)))
+            out.append((version, forge_v2(buf, header_edit(paths, rnd))))
         for _ in range(300):                                   # data bytes, CRC right
             def edit(h, d):
                 for _ in range(rnd.randrange(1, 4)):

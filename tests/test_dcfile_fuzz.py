@@ -55,6 +55,25 @@ def _try(buf: bytes, seen: dict):
         seen[type(e).__name__] = seen.get(type(e).__name__, 0) + 1
 
 
+def mutate_bytes(buf: bytes, rnd, ops: int = 5) -> bytes:
+    """One random change: a bit flipped, a byte replaced, bytes cut or inserted, or (the fifth
+    of ``ops``) the file truncated."""
+    b = bytearray(buf)
+    op = rnd.randrange(ops)
+    i = rnd.randrange(len(b))
+    if op == 0:
+        b[i] ^= 1 << rnd.randrange(8)
+    elif op == 1:
+        b[i] = rnd.randrange(256)
+    elif op == 2:
+        del b[i:i + rnd.randrange(1, 16)]
+    elif op == 3:
+        b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 16)))
+    else:
+        b = b[:i]
+    return bytes(b)
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_random_byte_mutations(version):
     buf = base(version)
@@ -62,21 +81,9 @@ def test_random_byte_mutations(version):
     seen = {}
     t0 = time.perf_counter()
     for _ in range(3000):
-        b = bytearray(buf)
-        op = rnd.randrange(5)
-        i = rnd.randrange(len(b))
-        if op == 0:
-            b[i] ^= 1 << rnd.randrange(8)
-        elif op == 1:
-            b[i] = rnd.randrange(256)
-        elif op == 2:
-            del b[i:i + rnd.randrange(1, 16)]
-        elif op == 3:
-            b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 16)))
-        else:
-            b = b[:i]
-        if bytes(b) != buf:
-            _try(bytes(b), seen)
+        b = mutate_bytes(buf, rnd)
+        if b != buf:
+            _try(b, seen)
     assert time.perf_counter() - t0 < 60
     assert seen.get("ChecksumError", 0) > 1000 and "ok" not in seen
 
@@ -104,6 +111,19 @@ def _set(x, path, value, rnd):
         x[path[-1]] = value
 
 
+def header_edit(paths, rnd):
+    """An edit for ``forge``: one or two header fields (of ``paths``) set to odd values."""
+    edits = [(rnd.choice(paths), rnd.choice(_VALUES)) for _ in range(rnd.randrange(1, 3))]
+
+    def edit(h, d):
+        for path, value in edits:
+            try:
+                _set(h, path, json.loads(json.dumps(value)), rnd)
+            except (KeyError, IndexError, TypeError):
+                pass
+    return edit
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_forged_header_mutations_with_valid_checksums(version):
     """The adversarial case: each header field changed, then every CRC recomputed, so the
@@ -114,15 +134,7 @@ def test_forged_header_mutations_with_valid_checksums(version):
     seen = {}
     tracemalloc.start()
     for _ in range(2000):
-        edits = [(rnd.choice(paths), rnd.choice(_VALUES)) for _ in range(rnd.randrange(1, 3))]
-
-        def edit(h, d):
-            for path, value in edits:
-                try:
-                    _set(h, path, json.loads(json.dumps(value)), rnd)
-                except (KeyError, IndexError, TypeError):
-                    pass
-        _try(forge(version)(buf, edit), seen)
+        _try(forge(version)(buf, header_edit(paths, rnd)), seen)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 64 << 20                 # forged counts and shapes allocate nothing big

@@ -31,6 +31,25 @@ MNIST = f"mnist:{SHARED / 'data' / 'mnist'}"
 CIFAR = f"cifar10:{SHARED / 'data' / 'cifar-10-batches-py'}"
 RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 
+def _resnet20_long(epochs: int, finetune: int, encoding: list, what: str) -> dict:
+    """Gradual LAMP pruning to 85% over 24 epochs with distillation, 4 bits on average from a
+    sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding (re-evaluated)."""
+    return {
+        "title": f"ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
+                 f"pruning to 85% with distillation over 24 epochs, 4 bits per weight on average "
+                 f"from a sensitivity scan, {finetune} fine-tuning epochs, {what} (lossy, "
+                 f"re-evaluated): {epochs} epochs in all",
+        "steps": [
+            (f"resnet20-{epochs}.dc", ["compress", str(RESNET20), "--model", "resnet20",
+                                       "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
+                                       "--gradual", "--retrain-epochs", "24",
+                                       "--retrain-lr", "0.02", "--weight-decay", "1e-4",
+                                       "--distill", "--bits", "auto:4",
+                                       "--finetune-epochs", str(finetune), *encoding]),
+        ],
+    }
+
+
 RECIPES = {
     "lenet300": {
         "title": "LeNet-300-100 on MNIST (paper, Table 1: 40x at 1.58% top-1 error)",
@@ -76,32 +95,9 @@ RECIPES = {
                                      "--finetune-epochs", "1"]),
         ],
     },
-    "resnet20-27": {
-        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 85% with distillation over 24 epochs, 4 bits per weight on average "
-                 "from a sensitivity scan, 3 fine-tuning epochs, float16 dense tensors "
-                 "(lossy, re-evaluated): 27 epochs in all",
-        "steps": [
-            ("resnet20-27.dc", ["compress", str(RESNET20), "--model", "resnet20",
-                                "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                "--gradual", "--retrain-epochs", "24", "--retrain-lr", "0.02",
-                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:4",
-                                "--finetune-epochs", "3", "--float16"]),
-        ],
-    },
-    "resnet20-30": {
-        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 85% with distillation over 24 epochs, 4 bits per weight on average "
-                 "from a sensitivity scan, 6 fine-tuning epochs, batch norm folded and dense "
-                 "tensors float16 (lossy, re-evaluated): 30 epochs in all",
-        "steps": [
-            ("resnet20-30.dc", ["compress", str(RESNET20), "--model", "resnet20",
-                                "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                "--gradual", "--retrain-epochs", "24", "--retrain-lr", "0.02",
-                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:4",
-                                "--finetune-epochs", "6", "--fold-bn", "--float16"]),
-        ],
-    },
+    "resnet20-27": _resnet20_long(27, 3, ["--float16"], "float16 dense tensors"),
+    "resnet20-30": _resnet20_long(30, 6, ["--fold-bn", "--float16"],
+                                  "batch norm folded and dense tensors float16"),
     "resnet20": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): the 85% goal",
         "steps": [
