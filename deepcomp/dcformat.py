@@ -22,8 +22,8 @@ from .errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeEr
 
 __all__ = ["MAGIC", "VERSION", "V1", "V2", "PREFIX_V1", "PREFIX_V2", "MAX_HEADER_BYTES",
            "MAX_BITS", "MAX_ELEMENTS", "MAX_JSON_DEPTH", "DTYPES", "DTYPE_NAMES", "NUMPY",
-           "KINDS", "BREAKDOWN", "canonical_json", "deflate", "inflate", "read_prefix", "parse_header", "check_entry_v1",
-           "check_entry_v2", "arch_state", "is_int"]
+           "KINDS", "BREAKDOWN", "canonical_json", "deflate", "inflate", "read_prefix",
+           "parse_header", "check_entry_v1", "check_entry_v2", "arch_state", "is_int"]
 
 MAGIC = b"DEEPCOMP"                   # the first 8 bytes of every version
 V1, V2 = (1, 0), (2, 0)               # (major, minor) of docs/FORMAT.md's appendix and body

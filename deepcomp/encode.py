@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -238,7 +238,6 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
 def fold_batchnorm(sf):
     """``sf`` with every affine batch norm's statistics folded into its scale and shift
     (:attr:`EncodeConfig.fold_batchnorm`); layers pruned or quantized are left as they are."""
-    import dataclasses
     sd, folded_any = dict(sf.state_dict), False
     for name, m in sf.build_model().named_modules():
         keys = [f"{name}.{k}".lstrip(".") for k in ("weight", "bias", "running_mean", "running_var")]
@@ -254,18 +253,17 @@ def fold_batchnorm(sf):
         folded_any = True
     if not folded_any:
         raise UsageError("fold_batchnorm (--fold-bn): the model has no batch norm to fold")
-    return dataclasses.replace(sf, state_dict=sd)
+    return replace(sf, state_dict=sd)
 
 
 def stored_stage(sf, config: EncodeConfig):
     """The stage as the file holds it: ``sf`` itself unless a lossy option changes it (batch
     norm folded, dense floating-point tensors rounded to float16). The encoder checks what it
     wrote against this, bit for bit, and a lossy file's accuracy is measured on it."""
-    import dataclasses
     if config.fold_batchnorm:
         sf = fold_batchnorm(sf)
     if config.float16:
-        sf = dataclasses.replace(sf, state_dict={
+        sf = replace(sf, state_dict={
             k: v.half().to(v.dtype) if v.is_floating_point() and k not in sf.masks
             and k not in sf.quant else v for k, v in sf.state_dict.items()})
     return sf

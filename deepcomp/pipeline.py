@@ -131,13 +131,14 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     log("== encode")
+    stored = stored_stage(quantized, cfg.encode)     # what the file holds, lossy or not
     metrics = None
     if cfg.encode.lossy:         # measure instead of copying the quantized accuracy
-        metrics = lossy_metrics(quantized, data, cfg.encode, cfg.prune.train.device)
+        metrics = evaluate(stored.build_model(), data, cfg.prune.train.device)
     record = encode(quantized, out, cfg.encode, metrics)
     log("== decode and verify")
     decoded = read_dc(out, quantized.template)
-    verify(stored_stage(quantized, cfg.encode), decoded)
+    verify(stored, decoded)
     m = evaluate(decoded.build_model(), data, cfg.prune.train.device)
     expect = record["metrics"].get("top1")
     if expect is not None and m["top1"] != expect:
