@@ -133,6 +133,10 @@ def add_encode_args(p):
                    help="fold each batch norm's statistics into its scale and shift (mean 0, "
                         "variance 1: nearly free to store): the same outputs up to float32 "
                         "rounding, lossy, re-evaluated on --data")
+    p.add_argument("--dense-bits", type=int, default=0, metavar="B",
+                   help="share each dense tensor's values (biases, batch norm) among at most "
+                        "2**B float16 centroids by k-means, where that is smaller: lossy, "
+                        "re-evaluated on --data (default: off)")
     p.add_argument("--strip", action="store_true",
                    help="leave the stage history out of the .dc file (the report then shows "
                         "the encoded stage alone)")
@@ -491,11 +495,12 @@ def quantize_config(a, finetune):
 def encode_config(a):
     from .encode import EncodeConfig
     return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
-                        fold_batchnorm=a.fold_bn, strip=a.strip)
+                        fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip)
 
 
 def _lossy_flags(a) -> str:
-    return " and ".join(f for f, on in (("--fold-bn", a.fold_bn), ("--float16", a.float16)) if on)
+    return " and ".join(f for f, on in (("--fold-bn", a.fold_bn), ("--float16", a.float16),
+                                        ("--dense-bits", a.dense_bits)) if on)
 
 
 def cmd_demo(a):
@@ -625,9 +630,10 @@ def _not_applying(a):
         for dest in ("sparsity", "sensitivity", "iterations", "gradual", "mask_every",
                      "ramp_fraction", "bits", "init"):
             yield dest, "--max-drop searches sparsity and bits itself"
-    if cmd == "encode" and not (a.float16 or a.fold_bn):
-        yield "data", "the data set is only used to measure --float16's or --fold-bn's weights"
-        yield "device", "the device is only used to measure --float16's or --fold-bn's weights"
+    if cmd == "encode" and not (a.float16 or a.fold_bn or a.dense_bits):
+        why = "is only used to measure the weights of --float16, --fold-bn or --dense-bits"
+        yield "data", f"the data set {why}"
+        yield "device", f"the device {why}"
     if cmd == "report" and not a.plot:
         yield "layer", "it picks the layer of --plot's histograms, and --plot is not given"
 

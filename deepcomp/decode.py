@@ -357,9 +357,10 @@ def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, blocks:
     rec = sf.history[-1]
     parts = dict.fromkeys(dict.fromkeys(BREAKDOWN.values()), 0)
     parts.update(blocks)
-    for t in plans:
+    for t in plans:              # a bias or batch norm shared by --dense-bits counts as dense
+        vector = len(t["shape"]) < 2
         for sec in STREAM_SECTIONS:
-            parts[BREAKDOWN[sec]] += len(t["secs"].get(sec, b""))
+            parts["dense" if vector else BREAKDOWN[sec]] += len(t["secs"].get(sec, b""))
     rec["sizes"] = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
     complete_record(rec, nbytes, parts, _all_stats(plans, streams))
 

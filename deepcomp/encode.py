@@ -45,6 +45,11 @@ class EncodeConfig:
     # nothing; lossy (re-evaluated), and the statistics further training would start from are
     # gone, so off by default (the paper stores them as they are).
     fold_batchnorm: bool = False
+    # Share the values of each dense floating-point tensor (biases, batch norm scale and shift)
+    # among at most 2**dense_bits float16 centroids by k-means, linear init: the paper's weight
+    # sharing (section 3) applied to what it keeps at 32 bits, stored as a ``quantized_dense``
+    # tensor where that is smaller (docs/FORMAT.md). Lossy, re-evaluated, not fine-tuned; 0: off.
+    dense_bits: int = 0
     # Longest Huffman code the encoder writes (the format allows 15): decoding tables of at
     # most 2**12 entries per stream, at a cost of a few hundredths of a percent of the bits.
     max_code_length: int = 12
@@ -59,7 +64,9 @@ class EncodeConfig:
     def lossy(self) -> str:
         """What the file changes ("" when it stores the stage exactly)."""
         return ", ".join(w for w, on in (("folded batch norm", self.fold_batchnorm),
-                                        ("float16", self.float16)) if on)
+                                        ("float16", self.float16),
+                                        (f"{self.dense_bits}-bit shared dense", self.dense_bits))
+                         if on)
 
 
 @dataclass
@@ -266,7 +273,41 @@ def stored_stage(sf, config: EncodeConfig):
         sf = replace(sf, state_dict={
             k: v.half().to(v.dtype) if v.is_floating_point() and k not in sf.masks
             and k not in sf.quant else v for k, v in sf.state_dict.items()})
+    if config.dense_bits:
+        sf = share_dense(sf, config)
     return sf
+
+
+def share_dense(sf, config: EncodeConfig):
+    """``sf`` with every dense float32 tensor of at least two distinct values quantized by
+    k-means into at most ``2**config.dense_bits`` float16 centroids (:attr:`EncodeConfig.
+    dense_bits`), where its codebook, code table, index stream and header entry take fewer
+    bytes than the tensor's own storage; the others are left as they are."""
+    from .quantize import kmeans_1d, round_float16
+    if not 1 <= config.dense_bits <= MAX_BITS:
+        raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS}, "
+                         f"got {config.dense_bits}")
+    sd, quant = dict(sf.state_dict), dict(sf.quant)
+    for k, t in sf.state_dict.items():
+        if (t.dtype != torch.float32 or k in sf.masks or k in sf.quant or t.dim() == 0
+                or t.unique().numel() < 2 or not torch.isfinite(t).all()):
+            continue
+        c, labels, _ = kmeans_1d(t.reshape(-1).double().numpy(), 1 << config.dense_bits)
+        cb = round_float16(torch.from_numpy(c).float())
+        q = {"codebook": cb, "indices": torch.from_numpy(labels).to(torch.int16).reshape(t.shape),
+             "bits": config.dense_bits, "init": "linear"}
+        shared = cb[q["indices"].long()]
+        if _stored_bytes(_encode_tensor(k, shared, None, q, None, False, config.max_code_length)) \
+                < _stored_bytes(_dense(k, t, config.float16)):
+            sd[k], quant[k] = shared, q
+    return replace(sf, state_dict=sd, quant=quant)
+
+
+def _stored_bytes(t: _Tensor) -> int:
+    """Bytes of a tensor's sections, code tables (4-bit lengths) and header entry, before any
+    DEFLATE."""
+    return (sum(len(b) for _, b in t.sections) + sum(len(huffman.pack_lengths(L)) for L in t.tables)
+            + len(canonical_json(jsonable(_entry(t, {})))))
 
 
 def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:

@@ -199,11 +199,12 @@ def test_pipeline_files_of_registered_models(dcdump, tmp_path, name):
 
 @pytest.mark.parametrize("config", [
     EncodeConfig(index_bits="*=1"), EncodeConfig(index_bits="*=3"),
-    EncodeConfig(index_bits="*=12"), EncodeConfig(float16=True),
-    EncodeConfig(max_code_length=15, strip=True)], ids=["1-bit", "3-bit", "12-bit", "float16",
-                                                          "15-bit-codes"])
+    EncodeConfig(index_bits="*=12"), EncodeConfig(float16=True), EncodeConfig(dense_bits=3),
+    EncodeConfig(max_code_length=15, strip=True)],
+    ids=["1-bit", "3-bit", "12-bit", "float16", "shared-dense", "15-bit-codes"])
 def test_pipeline_file_settings(dcdump, tmp_path, config):
-    """Fillers (1-bit indices), wide indices, the lossy float16 dense tensors, long codes."""
+    """Fillers (1-bit indices), wide indices, the lossy float16 and shared (k-means) dense
+    tensors, long codes."""
     assert_decodes_like_python(dcdump, encode_stage(synthetic_stage("lenet5"), config)[0],
                                tmp_path)
 

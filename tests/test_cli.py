@@ -95,6 +95,7 @@ NO_OPS = [   # each once exited 0 having ignored what it was told (issue 12), or
     (["encode", "lenet.pt", "--float16", "--data", "synthetic:1x28x28", "-o", "y.dc"], 2,
      "the model was made for [1, 8, 8]"),
     (["encode", "lenet.pt", "--fold-bn", "-o", "y.dc"], 2, "no batch norm to fold"),
+    (["encode", "lenet.pt", "--dense-bits", "13", "-o", "y.dc"], 2, "must lie in 1..12"),
     (["report", "lenet.pt", "--layer", "fc1"], 2, "--layer does not apply"),
     (["decode", "full.dc", "-o", "full.dc"], 2, "is an input of this command"),
     (["prune", "lenet.pt", "-o", "lenet.pt"], 2, "give --force"),

@@ -10,8 +10,9 @@ Version 1 is written here, by :func:`pack_v1`, as deepcomp 0.x before format 2 w
 (float32 codebooks, a 4-bit nibble code table per stream, dense tensors in their own dtype, the
 full stage history, a CRC32 per section); each file it writes is read back by deepcomp's own
 version 1 reader, so it is a valid version 1 file. Version 2 is ``deepcomp encode``'s, also with
-``--strip``, and with ``--strip --float16`` (lossy: dense tensors rounded to float16; bytes only,
-the accuracy of that file is not measured here).
+``--strip``, with ``--strip --float16`` (lossy: dense tensors rounded to float16), and with the
+smallest lossy settings, ``--strip --float16 --dense-bits 4`` and ``--fold-bn`` where the model
+has batch norm (bytes only: the accuracy of the lossy files is not measured here).
 
     python tools/bench_format.py models/lenet300-mnist.dc lenet5.quantized.pt resnet20.dc
     python tools/bench_format.py --json out.json FILE...
@@ -28,6 +29,7 @@ import struct
 import sys
 import time
 import zlib
+from dataclasses import replace
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -36,6 +38,7 @@ import numpy as np  # noqa: E402
 from deepcomp import huffman  # noqa: E402
 from deepcomp.dcformat import MAGIC, PREFIX_V1, canonical_json, deflate  # noqa: E402
 from deepcomp.decode import decode_bytes  # noqa: E402
+from deepcomp.errors import UsageError  # noqa: E402
 from deepcomp.encode import (EncodeConfig, encode_stage, encode_tensors, jsonable,  # noqa: E402
                              round_floats)
 from deepcomp.loading import load_stage  # noqa: E402
@@ -130,13 +133,19 @@ def bench(path: str) -> dict:
     v2, _ = encode_stage(sf)
     v2s, _ = encode_stage(sf, EncodeConfig(strip=True))
     v2h, _ = encode_stage(sf, EncodeConfig(strip=True, float16=True), metrics={})
+    smallest = EncodeConfig(strip=True, float16=True, dense_bits=4, fold_batchnorm=True)
+    try:
+        v2l, _ = encode_stage(sf, smallest, metrics={})
+    except UsageError:                     # no batch norm to fold
+        v2l, _ = encode_stage(sf, replace(smallest, fold_batchnorm=False), metrics={})
     return {"file": path, "arch": sf.arch["name"], "v1": breakdown(v1), "v2": breakdown(v2),
             "v2_strip": breakdown(v2s), "v2_strip_f16": breakdown(v2h),
+            "v2_smallest": breakdown(v2l),
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def render(results: list) -> str:
-    cols = ["v1", "v2", "v2_strip", "v2_strip_f16"]
+    cols = ["v1", "v2", "v2_strip", "v2_strip_f16", "v2_smallest"]
     lines = []
     for r in results:
         lines.append(f"{r['file']} ({r['arch']})")
