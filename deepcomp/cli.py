@@ -134,9 +134,9 @@ def add_encode_args(p):
                         "variance 1: nearly free to store): the same outputs up to float32 "
                         "rounding, lossy, re-evaluated on --data")
     p.add_argument("--dense-bits", type=int, default=0, metavar="B",
-                   help="share each dense tensor's values (biases, batch norm) among at most "
+                   help="share the values of each bias and batch norm vector among at most "
                         "2**B float16 centroids by k-means, where that is smaller: lossy, "
-                        "re-evaluated on --data (default: off)")
+                        "re-evaluated on --data (default 0: off)")
     p.add_argument("--strip", action="store_true",
                    help="leave the stage history out of the .dc file (the report then shows "
                         "the encoded stage alone)")
@@ -494,6 +494,8 @@ def quantize_config(a, finetune):
 
 def encode_config(a):
     from .encode import EncodeConfig
+    if not 0 <= a.dense_bits <= 12:       # before any stage of compress runs
+        raise UsageError(f"--dense-bits must lie in 1..12 (or 0: off), got {a.dense_bits}")
     return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
                         fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip)
 

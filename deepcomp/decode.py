@@ -390,7 +390,7 @@ def _stats(t, streams) -> dict:
         eff = huffman.shannon_bits(sym) / used if used else None
         return used, eff, len(sym)
     numel = math.prod(t["shape"])
-    out = {"kind": t["kind"], "order": t.get("order", "csr"),
+    out = {"kind": t["kind"], "shape": list(t["shape"]), "order": t.get("order", "-"),
            "raw_weight_bits": t.get("bits", 32), "raw_index_bits": t.get("index_bits", 0),
            "bytes": sum(len(b) for b in t["secs"].values())}
     if t["kind"] in ("sparse", "quantized"):

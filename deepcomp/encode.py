@@ -45,8 +45,8 @@ class EncodeConfig:
     # nothing; lossy (re-evaluated), and the statistics further training would start from are
     # gone, so off by default (the paper stores them as they are).
     fold_batchnorm: bool = False
-    # Share the values of each dense floating-point tensor (biases, batch norm scale and shift)
-    # among at most 2**dense_bits float16 centroids by k-means, linear init: the paper's weight
+    # Share the values of each one-dimensional float32 tensor (biases, batch norm) among at
+    # most 2**dense_bits float16 centroids by k-means, linear init: the paper's weight
     # sharing (section 3) applied to what it keeps at 32 bits, stored as a ``quantized_dense``
     # tensor where that is smaller (docs/FORMAT.md). Lossy, re-evaluated, not fine-tuned; 0: off.
     dense_bits: int = 0
@@ -279,22 +279,31 @@ def stored_stage(sf, config: EncodeConfig):
 
 
 def share_dense(sf, config: EncodeConfig):
-    """``sf`` with every dense float32 tensor of at least two distinct values quantized by
-    k-means into at most ``2**config.dense_bits`` float16 centroids (:attr:`EncodeConfig.
-    dense_bits`), where its codebook, code table, index stream and header entry take fewer
-    bytes than the tensor's own storage; the others are left as they are."""
+    """``sf`` with every one-dimensional float32 tensor (biases, batch norm) of at least two
+    distinct values quantized by k-means into at most ``2**config.dense_bits`` centroids
+    (:attr:`EncodeConfig.dense_bits`), float16 numbers where that moves none by more than 2**-10
+    of itself, where its codebook, code table, index stream and header entry take fewer bytes
+    than the tensor's own storage; the others are left as they are. Weights, tied tensors and
+    tensors with NaN or infinity are not touched; a vector shared before (a .dc file read back)
+    is clustered again from its values."""
     from .quantize import kmeans_1d, round_float16
     if not 1 <= config.dense_bits <= MAX_BITS:
         raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS}, "
                          f"got {config.dense_bits}")
+    tied = {n for pair in sf.aliases().items() for n in pair}
     sd, quant = dict(sf.state_dict), dict(sf.quant)
     for k, t in sf.state_dict.items():
-        if (t.dtype != torch.float32 or k in sf.masks or k in sf.quant or t.dim() == 0
+        if (t.dtype != torch.float32 or t.dim() != 1 or k in sf.masks or k in tied
                 or t.unique().numel() < 2 or not torch.isfinite(t).all()):
             continue
-        c, labels, _ = kmeans_1d(t.reshape(-1).double().numpy(), 1 << config.dense_bits)
-        cb = round_float16(torch.from_numpy(c).float())
-        q = {"codebook": cb, "indices": torch.from_numpy(labels).to(torch.int16).reshape(t.shape),
+        quant.pop(k, None)
+        c, labels, _ = kmeans_1d(t.double().numpy(), 1 << config.dense_bits)
+        cb = torch.from_numpy(c).float()
+        half = round_float16(cb)
+        if ((half - cb).abs() <= cb.abs() * 2.0 ** -10).all():      # not subnormal, no overflow
+            cb, relabel = torch.unique(half, return_inverse=True)   # rounding may merge two
+            labels = relabel.numpy()[labels]
+        q = {"codebook": cb, "indices": torch.from_numpy(labels).to(torch.int16),
              "bits": config.dense_bits, "init": "linear"}
         shared = cb[q["indices"].long()]
         if _stored_bytes(_encode_tensor(k, shared, None, q, None, False, config.max_code_length)) \

@@ -70,7 +70,8 @@ def stage_rows(inp: Inputs) -> list[dict]:
     recs = inp.records
     layers = layer_sizes(inp.last)
     ibits_all = _bits_label(r["index_bits"] for r in layers if r["index_bits"]) if layers else "-"
-    qbits = _bits_label(int(q["bits"]) for q in inp.last.quant.values())
+    qbits = _bits_label(int(q["bits"]) for n, q in inp.last.quant.items()   # the weights' bits,
+                        if inp.last.state_dict[n].dim() >= 2)          # not --dense-bits
     dense = None
     for rec in recs:
         dense = dense or rec.get("sizes", {}).get("dense_bytes")
@@ -139,8 +140,8 @@ def search_rows(inp: Inputs) -> list[dict]:
 def _mean_bits(tensors: dict, key: str) -> float | None:
     """Mean bits per stored entry over the tensors that have the key, weighted by entries."""
     num = den = 0.0
-    for t in tensors.values():
-        if t.get(key) is not None and t.get("entries"):
+    for t in tensors.values():      # weights only, not a bias shared by --dense-bits
+        if t.get(key) is not None and t.get("entries") and len(t.get("shape", (0, 0))) >= 2:
             num += t[key] * t["entries"]
             den += t["entries"]
     return num / den if den else None

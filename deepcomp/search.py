@@ -40,7 +40,7 @@ import torch
 
 from . import dist
 from .data import Dataset
-from .encode import EncodeConfig, encode, encode_tensors, pack
+from .encode import EncodeConfig, encode, encode_tensors, pack, stored_stage
 from .errors import DeepcompError, UsageError
 from .loading import load_stage
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of
@@ -142,7 +142,7 @@ class _Search:
     """The state of one search: the configs, the budget, the candidates and their files."""
 
     def __init__(self, sf: StageFile, data: Dataset, out: str, cfg: SearchConfig, log, restart):
-        self.sf, self.cfg, self.log = sf, cfg, log
+        self.sf, self.data, self.cfg, self.log = sf, data, cfg, log
         self.split = holdout(data, cfg.val_fraction, cfg.val_seed)
         self.work = (out[:-3] if out.endswith(".dc") else out) + ".search"
         if restart and os.path.isdir(self.work):
@@ -243,7 +243,7 @@ def _bytes(sf: StageFile, ecfg: EncodeConfig) -> int:
     """The encoded size of a candidate: its ``.dc`` file without the stage history, whose
     records differ between candidates only in bookkeeping (wall times, which would make the
     size depend on how fast a run went)."""
-    return len(pack(sf.arch, sf.data, [], encode_tensors(sf, ecfg)))
+    return len(pack(sf.arch, sf.data, [], encode_tensors(stored_stage(sf, ecfg), ecfg)))
 
 
 def search(sf: StageFile | torch.nn.Module, data: Dataset, out: str,
@@ -359,7 +359,11 @@ def _write(sf, best, chosen, st: _Search, input_test, test, out, wall, log) -> l
     if best.quant:
         save_stage(paths["quantized"], final)
         files.append(paths["quantized"])
-    enc = encode(final, out, cfg.encode, metrics=record["metrics"])
+    metrics = record["metrics"]
+    if cfg.encode.lossy:                 # what the file holds, measured again on the test set
+        metrics = evaluate(stored_stage(final, cfg.encode).build_model(), st.data,
+                           cfg.train.device)
+    enc = encode(final, out, cfg.encode, metrics=metrics)
     files.append(out)
     log(f"wrote {out}: {enc['sizes']['bytes']:,} bytes ({format_ratio(enc['sizes']['ratio'])}), "
         f"test top-1 {test['top1']:.2f}% ({test['top1'] - input_test['top1']:+.2f} against "

@@ -426,7 +426,7 @@ def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
         encode_stage(tiny_stage(), EncodeConfig(fold_batchnorm=True))
 
 
-def test_dense_bits_shares_the_biases_where_that_is_smaller():
+def test_dense_bits_shares_the_biases_where_that_is_smaller(tmp_path):
     sf = synthetic_stage("lenet300")                      # random biases: 300, 100 and 3 values
     exact, rec = encode_stage(sf)
     shared, rec_s = encode_stage(sf, EncodeConfig(dense_bits=4))
@@ -447,6 +447,22 @@ def test_dense_bits_shares_the_biases_where_that_is_smaller():
     assert torch.equal(back.state_dict["fc3.bias"], sf.state_dict["fc3.bias"])
     for k in sf.masks:                                    # the weights are untouched
         assert torch.equal(back.state_dict[k], sf.state_dict[k])
+    from deepcomp.report import read_inputs, stage_rows          # the weights' bits, as before
+    rows = []
+    for name, buf in (("exact.dc", exact), ("shared.dc", shared)):
+        (tmp_path / name).write_bytes(buf)
+        rows.append(stage_rows(read_inputs([str(tmp_path / name)]))[-1])
+    assert rows[0]["weight_bits"] == rows[1]["weight_bits"] != "32"
+    assert rows[0]["index_bits"] == rows[1]["index_bits"] != "-"
+    again, rec2 = encode_stage(back, EncodeConfig(dense_bits=2))   # the file, encoded again
+    assert rec2["lossy"] == "2-bit shared dense"
+    assert decode_bytes(again).quant["fc1.bias"]["codebook"].numel() <= 4
+    dense = synthetic_stage("lenet300")                  # weights, quantized or not, untouched
+    dense.state_dict["fc1.weight"] = torch.randn(300, 784)
+    del dense.masks["fc1.weight"], dense.quant["fc1.weight"]
+    st = stored_stage(dense, EncodeConfig(dense_bits=4))
+    assert torch.equal(st.state_dict["fc1.weight"], dense.state_dict["fc1.weight"])
+    assert "fc1.weight" not in st.quant and "fc1.bias" in st.quant
     with pytest.raises(errors.UsageError, match="must lie in 1..12"):
         encode_stage(sf, EncodeConfig(dense_bits=13))
 

@@ -7,6 +7,7 @@ import torch
 from deepcomp import search as search_mod
 from deepcomp.data import Dataset
 from deepcomp.decode import read_dc
+from deepcomp.encode import EncodeConfig
 from deepcomp.errors import UsageError
 from deepcomp.loading import load_stage
 from deepcomp.report import read_inputs, report_text
@@ -114,6 +115,15 @@ def test_the_result_is_within_the_drop_and_is_what_was_written(tmp_path, trained
     assert evaluate(decoded, digits)["top1"] == r.test["top1"]
     text = report_text(read_inputs([str(out)]))
     assert "quantized (validation)" in text and "target mode" in text and "chosen" in text
+
+
+def test_a_lossy_encoding_is_measured_again(tmp_path, trained_lenet, digits):
+    out = str(tmp_path / "m.dc")
+    search(trained_lenet, digits, out, small(encode=EncodeConfig(dense_bits=1)), log=noop)
+    back = read_dc(out)
+    rec, m = back.history[-1], evaluate(back.build_model(), digits)
+    assert rec["lossy"] == "1-bit shared dense"
+    assert rec["metrics"]["top1"] == m["top1"] and abs(rec["metrics"]["loss"] - m["loss"]) < 1e-5
 
 
 def test_a_larger_drop_never_gives_a_larger_file(tmp_path, trained_lenet, digits):
