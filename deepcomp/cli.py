@@ -493,9 +493,8 @@ def quantize_config(a, finetune):
 
 
 def encode_config(a):
-    from .encode import EncodeConfig
-    if not 0 <= a.dense_bits <= 12:       # before any stage of compress runs
-        raise UsageError(f"--dense-bits must lie in 1..12 (or 0: off), got {a.dense_bits}")
+    from .encode import EncodeConfig, check_dense_bits
+    check_dense_bits(a.dense_bits)        # before any stage of compress runs
     return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
                         fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip)
 

@@ -25,7 +25,7 @@ from .errors import CheckpointError, FormatError, UsageError
 from .sparse import as_2d, filler_free_bits, gap_symbols, walk
 
 __all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_stage", "pack",
-           "compact_history"]
+           "compact_history", "share_dense", "check_dense_bits"]
 
 
 @dataclass
@@ -278,6 +278,13 @@ def stored_stage(sf, config: EncodeConfig):
     return sf
 
 
+def check_dense_bits(bits: int) -> None:
+    """:attr:`EncodeConfig.dense_bits` is 0 (off) or 1..MAX_BITS, the format's index widths."""
+    if not 0 <= bits <= MAX_BITS:
+        raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS} (or 0: off), "
+                         f"got {bits}")
+
+
 def share_dense(sf, config: EncodeConfig):
     """``sf`` with every one-dimensional float32 tensor (biases, batch norm) of at least two
     distinct values quantized by k-means into at most ``2**config.dense_bits`` centroids
@@ -287,9 +294,7 @@ def share_dense(sf, config: EncodeConfig):
     tensors with NaN or infinity are not touched; a vector shared before (a .dc file read back)
     is clustered again from its values."""
     from .quantize import kmeans_1d, round_float16
-    if not 1 <= config.dense_bits <= MAX_BITS:
-        raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS}, "
-                         f"got {config.dense_bits}")
+    check_dense_bits(config.dense_bits)
     tied = {n for pair in sf.aliases().items() for n in pair}
     sd, quant = dict(sf.state_dict), dict(sf.quant)
     for k, t in sf.state_dict.items():

@@ -325,7 +325,7 @@ def _write(sf, best, chosen, st: _Search, input_test, test, out, wall, log) -> l
     """The chosen model's stage files and ``.dc``. The records the search made carry validation
     metrics (``split``); a ``search`` record with every candidate and the test metrics ends the
     history, and the encoded record carries the test metrics."""
-    from .pipeline import stage_paths
+    from .pipeline import lossy_metrics, stage_paths
     cfg = st.cfg
     base = len(sf.history)
     ref = {k: st.input_val[k] for k in ("top1", "top5", "loss")}
@@ -361,8 +361,7 @@ def _write(sf, best, chosen, st: _Search, input_test, test, out, wall, log) -> l
         files.append(paths["quantized"])
     metrics = record["metrics"]
     if cfg.encode.lossy:                 # what the file holds, measured again on the test set
-        metrics = evaluate(stored_stage(final, cfg.encode).build_model(), st.data,
-                           cfg.train.device)
+        metrics = lossy_metrics(final, st.data, cfg.encode, cfg.train.device)
     enc = encode(final, out, cfg.encode, metrics=metrics)
     files.append(out)
     log(f"wrote {out}: {enc['sizes']['bytes']:,} bytes ({format_ratio(enc['sizes']['ratio'])}), "
