@@ -19,7 +19,10 @@ from . import dist
 from .data import Batches, Dataset
 from .errors import UsageError
 
-__all__ = ["TrainConfig", "fit", "evaluate", "resolve_device", "distill_loss"]
+__all__ = ["TrainConfig", "fit", "evaluate", "resolve_device", "resolve_precision",
+           "fast_bf16", "distill_loss", "PRECISIONS"]
+
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -43,6 +46,15 @@ class TrainConfig:
     # COMPILE_MIN_STEPS steps on one process, where its ~25 s of compilation pays; measured by
     # tools/bench_compile.py on ResNet-20, CPU: 1.48x per step). Falls back to eager if it fails.
     compile: str = "auto"
+    # Mixed precision of the training step: bf16 runs the forward and backward passes in
+    # bfloat16 autocast (master weights, optimizer state, masks and centroids stay float32);
+    # auto: bf16 where the device has fast bfloat16 arithmetic (CUDA with bf16; a CPU with
+    # AVX-512 BF16 or AMX), else fp32. Measured by tools/bench_precision.py on ResNet-20 with
+    # distillation, whole CIFAR-10 epochs (docs/PRUNING.md). Evaluation is always float32.
+    precision: str = "auto"
+    # Channels-last activations and weights for models with 2-D convolutions: on | off | auto
+    # (on for such models: faster with bf16 and with torch.compile, same measurement).
+    channels_last: str = "auto"
     progress: bool = True         # a progress bar on stderr (rank 0 only)
 
     def to_dict(self):
@@ -57,6 +69,58 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
     return torch.device(name)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` does bfloat16 arithmetic natively: a CUDA device that supports it, or
+    a CPU with AVX-512 BF16 or AMX (asked of the CPU, not guessed from its name)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    if any(callable(getattr(torch.cpu, f, None)) for f in probes):
+        return any(getattr(torch.cpu, f, lambda: False)() for f in probes)
+    try:                     # an older torch: the kernel's own flags
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``bf16`` or ``fp32`` for a :attr:`TrainConfig.precision` on ``device``."""
+    if name not in PRECISIONS:
+        raise UsageError(f"unknown precision {name!r}; expected {', '.join(PRECISIONS)}")
+    fast = fast_bf16(device)
+    if name == "bf16" and not fast:
+        raise UsageError(f"--precision bf16: this {device.type.upper()} has no fast bfloat16 "
+                         "arithmetic (AVX-512 BF16 or AMX on a CPU); use --precision fp32 or auto")
+    if name == "auto":
+        return "bf16" if fast else "fp32"
+    return name
+
+
+_announced: set = set()
+
+
+def _announce(precision: str, device: torch.device, asked: str) -> None:
+    """Say once per process and device which precision training uses, and why."""
+    if (precision, device.type) in _announced or not dist.is_main():
+        return
+    _announced.add((precision, device.type))
+    why = {"bf16": "bfloat16 autocast (the device has fast bfloat16)",
+           "fp32": "float32"}[precision]
+    how = "; --precision fp32 to train in float32" if precision == "bf16" else ""
+    print(f"training in {why} on {device.type}"
+          f"{' (--precision auto)' if asked == 'auto' else ''}{how}", flush=True)
+
+
+def _use_channels_last(cfg: TrainConfig, model: nn.Module) -> bool:
+    if cfg.channels_last not in ("auto", "on", "off"):
+        raise UsageError(f"channels_last must be auto, on or off, got {cfg.channels_last!r}")
+    if cfg.channels_last != "auto":
+        return cfg.channels_last == "on"
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def _device_for_rank(device: torch.device) -> torch.device:
@@ -179,11 +243,16 @@ class _Run:
         torch.manual_seed(cfg.seed)
         model.to(device)
         self.cuda = cuda = device.type == "cuda"
-        if cuda:
+        self.precision = resolve_precision(cfg.precision, device)
+        _announce(self.precision, device, cfg.precision)
+        self.channels_last = _use_channels_last(cfg, model)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.distill = teacher is not None and cfg.distill_weight > 0
         if self.distill:
             teacher.to(device).eval()
+            if self.channels_last:
+                teacher.to(memory_format=torch.channels_last)
         self.model, self.teacher, self.cfg = model, teacher, cfg
         self.net = model
         if dist.active():
@@ -193,13 +262,19 @@ class _Run:
         self.batches = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
                                shuffle=True, augment=data.augment, seed=cfg.seed, device=device,
                                rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
-                               channels_last=cuda)
+                               channels_last=self.channels_last)
         self.steps = len(self.batches)
         self.compiled = _compiled(self.net, cfg, self.steps * cfg.epochs)
 
     def restore(self, resume: dict):
         """Load a :meth:`state` into the model, the optimizer and the RNG; return the history,
         epoch, step and running sums (loss, correct, seen) to go on from."""
+        saved = resume.get("precision", "fp32")
+        if saved != self.precision:
+            from .resume import ResumeMismatchError
+            raise ResumeMismatchError(f"the checkpoint was trained in {saved}, this run would "
+                                      f"train in {self.precision} (--precision): run with "
+                                      f"--precision {saved} to resume, or --restart to discard it")
         self.model.load_state_dict(resume["model"])
         self.opt.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
@@ -210,7 +285,8 @@ class _Run:
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
                 "history": list(history), "epoch": epoch, "step": step,
-                "sums": [float(loss_sum), int(correct), int(seen)]}
+                "sums": [float(loss_sum), int(correct), int(seen)],
+                "precision": self.precision}
 
     def epoch(self, epoch, skip, sums, history, after_step, desc, checkpoint) -> dict:
         """Train one epoch; return its record. A resumed epoch (``skip`` > 0) replays its batches
@@ -246,14 +322,15 @@ class _Run:
                                                  torch.tensor(float(seen), device=device)]))
         rec = {"epoch": epoch + 1, "loss": (stats[0] / stats[2]).item(),
                "train_top1": (100 * stats[1] / stats[2]).item(),
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "precision": self.precision}
         bar.update(steps, lambda: f"loss {rec['loss']:.4f} acc {rec['train_top1']:.2f}% "
                                   f"({rec['seconds']:.1f}s)", final=True)
         return rec
 
     def step(self, x, y, lr: float):
         """One optimizer step at learning rate ``lr`` on batch ``(x, y)``: (outputs, loss).
-        On CUDA the forward pass runs in bfloat16 autocast."""
+        With precision bf16 the forward pass runs in bfloat16 autocast; the parameters, their
+        gradients and the optimizer's state stay float32."""
         for group in self.opt.param_groups:
             group["lr"] = lr
         if self.compiled is not None:
@@ -266,7 +343,8 @@ class _Run:
 
     def _step(self, net, x, y):
         cfg = self.cfg
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
             out = net(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             if self.distill:
@@ -285,6 +363,8 @@ class _Run:
         if dist.active():
             for b in self.model.buffers():
                 dist.broadcast(b, 0)
+        if self.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
         self.model.eval()
 
 

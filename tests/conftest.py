@@ -4,7 +4,10 @@ import torch
 from deepcomp.data import load_data
 from deepcomp.models import create
 from deepcomp.stagefile import StageFile, arch_for
-from deepcomp.train import TrainConfig, fit
+from deepcomp.train import TrainConfig, fast_bf16, fit
+
+# The training precisions this machine runs (bf16 only where the CPU does it natively).
+PRECISIONS_HERE = ["fp32"] + (["bf16"] if fast_bf16(torch.device("cpu")) else [])
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from deepcomp.quantize import (CodebookWeight, QuantizeConfig, check_quantized, 
                                kmeans_1d, layer_bits, quantize)
 from deepcomp.sparse import is_prunable_weight
 from deepcomp.loading import load_stage
+from conftest import PRECISIONS_HERE
 from deepcomp.stagefile import StageFile, arch_for, save_stage
 from deepcomp.train import TrainConfig
 
@@ -173,11 +174,13 @@ def test_codebook_gradient_is_the_sum_over_its_weights():
     assert torch.all(p.lookup()[indices == -1] == 0)
 
 
-def test_finetuning_moves_centroids_never_assignments(digits):
+@pytest.mark.parametrize("precision", PRECISIONS_HERE)
+def test_finetuning_moves_centroids_never_assignments(digits, precision):
     sf = make_stage("resnet20", load_data("synthetic:3x8x8"), prune_share=0.5)
     data = load_data("synthetic:3x8x8")
-    cfg = QuantizeConfig(bits="*=3", finetune=TrainConfig(epochs=1, lr=1e-3, batch_size=250,
-                                                          progress=False, device="cpu"))
+    cfg = QuantizeConfig(bits="*=3", finetune=TrainConfig(epochs=1, lr=3e-3, batch_size=250,
+                                                          progress=False, device="cpu",
+                                                          precision=precision))
     before = quantize(sf, data, QuantizeConfig(bits="*=3", finetune=no_finetune()))
     after = quantize(sf, data, cfg)
     check_quantized(after)                          # every weight equals its centroid exactly
