@@ -178,10 +178,11 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
     costs, gains = {}, {}
     for n, keep in kept.items():
         w = params[n].detach()
+        on = keep.to(w.device)
         curve = []
         for b in range(top, MIN_BITS - 1, -1):
             q = w.clone()
-            q[keep] = quantizer(w[keep], b).to(w.dtype)
+            q[on] = quantizer(w[on], b).to(w.device, w.dtype)
             curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
         count = int(keep.sum())
         costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]

@@ -193,20 +193,31 @@ class MaskKeeper:
     So the masks are re-applied to the weights after every optimizer step (``masked_fill``, which
     stays exact even if an update produced inf or NaN), and the gradients of pruned weights are
     zeroed so their momentum buffers decay to zero instead of pushing on them.
+
+    The masks follow their weights: training moves the model to its device after the keeper
+    is made (and a resumed run restores masks on the CPU), so each mask is moved to its weight's
+    device where they differ, before it is used.
     """
 
     def __init__(self, model: nn.Module, masks: dict):
         params = dict(model.named_parameters())
         self.params = {n: params[n] for n in masks}
         self.masks = {n: m.to(params[n].device).clone() for n, m in masks.items()}
-        self.hooks = [p.register_hook(lambda g, n=n: g * self.masks[n])
+        self.hooks = [p.register_hook(lambda g, n=n: g * self.mask(n, g.device))
                       for n, p in self.params.items()]
         self.__call__()
+
+    def mask(self, name: str, device: torch.device) -> torch.Tensor:
+        """The mask of ``name``, on ``device`` (moved there once, if it was elsewhere)."""
+        m = self.masks[name]
+        if m.device != device:
+            self.masks[name] = m = m.to(device)
+        return m
 
     @torch.no_grad()
     def __call__(self, step: int | None = None):
         for n, p in self.params.items():
-            p.masked_fill_(~self.masks[n], 0.0)
+            p.masked_fill_(~self.mask(n, p.device), 0.0)
 
     def cpu_masks(self) -> dict:
         return {n: m.cpu().clone() for n, m in self.masks.items()}
@@ -352,7 +363,7 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
                                log)
             masks, thresholds = rnd.pop("masks"), rnd.pop("thresholds")
         if data is not None and cfg.retrain_epochs > 0:
-            keeper = _mask_keeper(model, masks, cfg, tcfg, setting, stds, data)
+            keeper = _mask_keeper(model, masks, cfg, tcfg, setting, stds, data, log)
             save = (_round_saver(checkpoint, k, keeper, rounds, rnd, before)
                     if checkpoint is not None else None)
             masks = _retrain_round(model, keeper, names, rnd, k, cfg, tcfg, data, teacher, log,
@@ -381,14 +392,32 @@ def _resume_message(checkpoint, saved: dict, cfg: PruneConfig, tcfg: TrainConfig
             + (f", step {fs['step']}" if fs["step"] else ""))
 
 
+MIN_RAMP_UPDATES = 8     # a ramp with fewer mask updates than this is fitted to the run
+
+
+def ramp_schedule(mask_every: int, end: int) -> tuple[int, str | None]:
+    """The steps between mask updates for a ramp of ``end`` steps, and a line saying why, where
+    ``mask_every`` would update fewer than twice before the ramp's end (a run shorter than the
+    setting: the whole target would come at once at the end, with little left to recover):
+    then the ramp gets :data:`MIN_RAMP_UPDATES` updates."""
+    if 2 * mask_every <= end:
+        return mask_every, None
+    every = max(1, end // MIN_RAMP_UPDATES)
+    return every, (f"--mask-every {mask_every} is more than half of the ramp's {end} steps: "
+                   f"masks are updated every {every} steps instead")
+
+
 def _mask_keeper(model, masks, cfg: PruneConfig, tcfg: TrainConfig, setting, stds,
-                 data: Dataset) -> MaskKeeper:
+                 data: Dataset, log=print) -> MaskKeeper:
     """What holds the masks during a round's retraining: a :class:`GradualPruner` that moves them
     along the ramp over the first ``ramp_fraction`` of the steps, or a :class:`MaskKeeper`."""
     if cfg.gradual:
-        end = round(cfg.ramp_fraction * tcfg.epochs * _steps_per_epoch(data, tcfg.batch_size))
-        return GradualPruner(model, masks, cfg.method, setting, stds, cfg.mask_every, end,
-                             cfg.min_keep)
+        end = max(1, round(cfg.ramp_fraction * tcfg.epochs
+                           * _steps_per_epoch(data, tcfg.batch_size)))
+        every, why = ramp_schedule(cfg.mask_every, end)
+        if why:
+            log(why)
+        return GradualPruner(model, masks, cfg.method, setting, stds, every, end, cfg.min_keep)
     return MaskKeeper(model, masks)
 
 

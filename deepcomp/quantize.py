@@ -308,8 +308,8 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
     names = layer_bits(sf.state_dict, None, aliases)
 
     def quantizer(values: torch.Tensor, b: int) -> torch.Tensor:
-        c, labels, _ = _cluster(values, b, cfg)
-        return torch.from_numpy(c[labels]).float()
+        c, labels, _ = _cluster(values, b, cfg)        # numpy, on the CPU
+        return torch.from_numpy(c[labels]).to(values.device, torch.float32)
     sample = sample_split(data, cfg.scan_images, cfg.finetune.seed)
     return allocate_bits(sf.build_model(), sample, {n: _kept(sf, n) for n in names}, target,
                          quantizer, cfg.finetune.device, log=lambda *a: None)
@@ -318,7 +318,7 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
 def _cluster(values: torch.Tensor, bits: int, cfg: QuantizeConfig, info: dict | None = None):
     """k-means of ``values`` into ``2**bits`` clusters with the config's init, seed and limits:
     ``(centroids, labels, inertia)`` as :func:`kmeans_1d` returns them."""
-    return kmeans_1d(values.double().numpy(), 2 ** bits, cfg.init, cfg.seed, cfg.max_iter,
+    return kmeans_1d(values.detach().cpu().double().numpy(), 2 ** bits, cfg.init, cfg.seed, cfg.max_iter,
                      cfg.tol, info)
 
 

@@ -6,6 +6,7 @@ One loop serves training, pruning's retraining and quantization's fine-tuning: s
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -62,12 +63,20 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``auto | cpu | cuda[:N]`` names here. Under torchrun each process on a machine
+    needs a GPU of its own: ``auto`` picks CUDA only where there are enough of them."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if gpus and local_ranks <= gpus else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise UsageError(f"unknown device {name!r}; expected auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name.startswith("cuda") and not gpus:
         raise UsageError("--device cuda: no CUDA device is available here")
+    if name.startswith("cuda") and local_ranks > gpus:
+        raise UsageError(f"--device cuda: torchrun started {local_ranks} processes on this "
+                         f"machine, which has {gpus} GPU(s); give --nproc_per_node {gpus} or "
+                         "--device cpu")
     return torch.device(name)
 
 
@@ -231,6 +240,18 @@ def _compiled(net: nn.Module, cfg: TrainConfig, total_steps: int):
         return None
 
 
+def _to_cpu(obj):
+    """``obj`` (nested dicts and lists) with every tensor copied to the CPU: a checkpoint made on
+    one device resumes on another (the optimizer moves its state to the parameters' device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 class _Run:
     """One :func:`fit` run: the model on its device (under DistributedDataParallel when
     torchrun started several ranks), the teacher, the optimizer and the training batches."""
@@ -283,7 +304,7 @@ class _Run:
     def state(self, history, epoch, step, loss_sum, correct, seen) -> dict:
         """What a checkpoint holds to resume at ``step`` of ``epoch``."""
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
+                "optimizer": _to_cpu(self.opt.state_dict()), "rng": torch.get_rng_state(),
                 "history": list(history), "epoch": epoch, "step": step,
                 "sums": [float(loss_sum), int(correct), int(seen)],
                 "precision": self.precision}

@@ -18,7 +18,10 @@ def test_digits_is_the_embedded_default(digits):
 
 def _write_idx(path, arr, magic, gz):
     raw = struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    (gzip.open if gz else open)(path, "wb").write(raw)
+    # closed explicitly: since Python 3.12 a GzipFile buffers its writes, and one left to the
+    # garbage collector can lose them (the test failed so on the GPU machine's Python)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(raw)
 
 
 @pytest.mark.parametrize("gz", [True, False])

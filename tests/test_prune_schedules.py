@@ -15,8 +15,10 @@ from conftest import quiet
 def _kl_to(model, teacher, digits, temperature=4.0):
     x = (digits.test_x.float() / 255 - torch.tensor(digits.mean).view(1, -1, 1, 1)) \
         / torch.tensor(digits.std).view(1, -1, 1, 1)
-    with torch.no_grad():
-        return float(distill_loss(model.eval()(x), teacher.eval()(x), temperature))
+    with torch.no_grad():     # fit left both on its device (a GPU where there is one)
+        out = model.eval()(x.to(next(model.parameters()).device))
+        ref = teacher.eval()(x.to(next(teacher.parameters()).device))
+        return float(distill_loss(out, ref.to(out.device), temperature))
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(trained_lenet, digits):

@@ -98,7 +98,12 @@ def test_a_model_that_cannot_be_imported_is_a_one_line_error(tmp_path):
     dc = tmp_path / "m.dc"
     deepcomp.compress(usermodels.tiny_net(), _digits(), str(dc), _quick(),
                       log=lambda *a: None)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # tests/ off the path, whatever else is on it (a machine may install the dependencies
+    # there: dropping PYTHONPATH whole made deepcomp itself fail to import on the GPU machine)
+    here = os.path.dirname(os.path.abspath(usermodels.__file__))
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and os.path.abspath(p) != here]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     r = subprocess.run([sys.executable, "-m", "deepcomp", "eval", str(dc), "--model",
                         "usermodels:TinyNet", "--data", "digits"],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
