@@ -593,7 +593,7 @@ static int json_check_string(const char *s, size_t n, size_t *i)
 /* A number (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][-+]?[0-9]+)?) or true, false, null. */
 static int json_check_scalar(const char *s, size_t n, size_t *i)
 {
-    size_t j = *i;
+    size_t j = *i, start;
     static const char *const words[] = {"true", "false", "null"};
     unsigned w;
     for (w = 0; w < 3; w++) {
@@ -607,6 +607,7 @@ static int json_check_scalar(const char *s, size_t n, size_t *i)
         j++;
     if (j >= n || !is_digit(s[j]))
         return 0;
+    start = *i;
     if (s[j] == '0')
         j++;
     else
@@ -627,6 +628,8 @@ static int json_check_scalar(const char *s, size_t n, size_t *i)
         while (j < n && is_digit(s[j]))
             j++;
     }
+    if (j - start > DC_MAX_NUMBER_CHARS)      /* docs/FORMAT.md: numbers of 40 characters */
+        return 0;
     *i = j;
     return 1;
 }
@@ -987,6 +990,7 @@ static dc_status check_top(dc_file *f, const char *h, const char *top[H_KEYS])
     static const char *const keys[H_KEYS] = {"arch", "data", "history", "quant_meta", "blocks",
                                              "tensors", "state", "drop", "explicit"};
     const char *k, *arch, *name, *kwargs, *data, *history, *classes, *r;
+    unsigned long records;
     unsigned i;
     if (!is_object(h))
         return fail(f, DC_E_HEADER, "header is not a JSON object");
@@ -1014,10 +1018,13 @@ static dc_status check_top(dc_file *f, const char *h, const char *top[H_KEYS])
     if (!is_object(data) || !is_array(history))
         return fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list of "
                     "objects");
-    for (r = arr_first(history); r; r = arr_next(r))
+    for (r = arr_first(history), records = 0; r; r = arr_next(r), records++)
         if (!is_object(r))
             return fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list "
                         "of objects");
+    if (records > DC_MAX_HISTORY)
+        return fail(f, DC_E_LIMIT, "%lu history records exceed the reader's limit of %u",
+                    records, DC_MAX_HISTORY);
     if (!is_object(top[H_QUANT_META]) || !is_array(top[H_TENSORS]))
         return fail(f, DC_E_HEADER, "'quant_meta' must be an object and 'tensors' a list");
     classes = obj_get(data, "classes");
@@ -1050,6 +1057,13 @@ static dc_status read_blocks(dc_file *f, const char *b, uint64_t len[3])
         return fail(f, DC_E_HEADER, "'blocks' must give the lengths of code_tables, codebooks, "
                     "dense");
     return DC_OK;
+}
+
+/* The most elements the file may declare: the reader limits of dc.h. */
+static uint64_t element_budget(const dc_file *f)
+{
+    uint64_t b = DC_BASE_ELEMENTS + (uint64_t)DC_ELEMENTS_PER_BYTE * f->file_len;
+    return b < DC_MAX_ELEMENTS ? b : DC_MAX_ELEMENTS;
 }
 
 /* explicit, state and drop (docs/FORMAT.md, "Names, dtypes and shapes"); *state: the list. */
@@ -1088,9 +1102,10 @@ static dc_status read_layout(dc_file *f, const char *const top[H_KEYS], const ch
     if (!json_true(ex))
         return fail(f, DC_E_NO_LAYOUT, "file does not store tensor shapes (format 2.0, layout "
                     "implied by the architecture); re-encode it with deepcomp encode");
-    if (total > DC_MAX_ELEMENTS)
-        return fail(f, DC_E_HEADER, "%llu elements exceed the reader's cap of %u",
-                    (unsigned long long)total, DC_MAX_ELEMENTS);
+    if (total > element_budget(f))
+        return fail(f, DC_E_LIMIT, "%llu elements exceed the reader's limit of %llu for a file "
+                    "of %zu bytes", (unsigned long long)total,
+                    (unsigned long long)element_budget(f), f->file_len);
     *state = st;
     return DC_OK;
 }
@@ -1740,7 +1755,7 @@ static void release(dc_file *f)
 static dc_status open_file(dc_file *f, const uint8_t *buf, size_t len)
 {
     uint64_t hlen, dlen, blocks[3];
-    size_t side[3], n;
+    size_t side[3], n, cap;
     unsigned major;
     uint8_t *text;
     dc_status st;
@@ -1776,8 +1791,10 @@ static dc_status open_file(dc_file *f, const uint8_t *buf, size_t len)
         return fail(f, DC_E_CHECKSUM, "file checksum mismatch (the file is damaged)");
     f->data = buf + PREFIX + hlen;
     f->data_len = (size_t)dlen;
-    if ((st = inflate_block(f, buf + PREFIX, (size_t)hlen, SIZE_MAX, MAX_HEADER, "header",
-                            &text, &n)) != DC_OK)
+    f->file_len = len;
+    cap = DC_HEADER_BASE + DC_HEADER_RATIO * (size_t)hlen;
+    if ((st = inflate_block(f, buf + PREFIX, (size_t)hlen, SIZE_MAX,
+                            cap < MAX_HEADER ? cap : MAX_HEADER, "header", &text, &n)) != DC_OK)
         return st;
     st = read_header(f, (const char *)text, n, blocks);
     mem_free(f, text);
@@ -1882,7 +1899,7 @@ const char *dc_status_name(dc_status s)
         "DC_OK", "DC_E_BAD_MAGIC", "DC_E_TRUNCATED", "DC_E_UNSUPPORTED_VERSION",
         "DC_E_HEADER_TOO_LARGE", "DC_E_INVALID_OFFSET", "DC_E_CHECKSUM", "DC_E_HEADER",
         "DC_E_NO_LAYOUT", "DC_E_COUNT_MISMATCH", "DC_E_BAD_CODE", "DC_E_NO_MEMORY",
-        "DC_E_ARGUMENT"};
+        "DC_E_ARGUMENT", "DC_E_LIMIT"};
     return (unsigned)s < sizeof names / sizeof *names ? names[s] : "DC_E_UNKNOWN";
 }
 

@@ -50,7 +50,9 @@ typedef enum {
     DC_E_COUNT_MISMATCH,      /* CountMismatchError: counts, lengths and shapes disagree */
     DC_E_BAD_CODE,            /* FormatError: an invalid Huffman code or code word */
     DC_E_NO_MEMORY,           /* the allocator returned NULL */
-    DC_E_ARGUMENT             /* the caller's mistake: NULL, an index or a buffer too small */
+    DC_E_ARGUMENT,            /* the caller's mistake: NULL, an index or a buffer too small */
+    DC_E_LIMIT                /* LimitError: more elements or history than the file's size
+                                 justifies (the reader limits below, docs/FORMAT.md) */
 } dc_status;
 
 /* Tensor dtypes, in the format's spelling (dc_dtype_name). */
@@ -64,6 +66,15 @@ typedef enum { DC_DENSE, DC_SPARSE, DC_QUANTIZED, DC_QUANTIZED_DENSE } dc_kind;
 
 #define DC_MAX_DIMS 8                /* dimensions of a tensor, at most */
 #define DC_MAX_ELEMENTS (1u << 30)   /* elements of all tensors of a file together, at most */
+/* Reader limits (docs/FORMAT.md): a file of N bytes may declare at most
+ * DC_BASE_ELEMENTS + DC_ELEMENTS_PER_BYTE * N elements (and never more than DC_MAX_ELEMENTS),
+ * and its header may inflate to at most DC_HEADER_BASE + DC_HEADER_RATIO * (stored length). */
+#define DC_BASE_ELEMENTS (1u << 20)
+#define DC_ELEMENTS_PER_BYTE 1024u
+#define DC_HEADER_BASE ((size_t)64 << 10)
+#define DC_HEADER_RATIO 256u
+#define DC_MAX_HISTORY 1000u         /* stage records in the header */
+#define DC_MAX_NUMBER_CHARS 40u      /* characters of one JSON number in the header */
 
 typedef struct {
     const char *name;        /* UTF-8, NUL-terminated, valid until dc_close */
@@ -90,6 +101,7 @@ typedef struct {
 typedef struct dc_file {
     const uint8_t *data;          /* the data area, inside the caller's buffer */
     size_t data_len;
+    size_t file_len;              /* the whole file's length, which the limits scale with */
     dc_allocator alloc;           /* alloc == NULL: malloc and free */
     size_t ntensors;
     struct dc_entry *t;           /* per tensor, in name order */

@@ -3,7 +3,8 @@
  *     dcdump FILE...             one line per tensor: name, dtype, shape, kind, and the CRC32
  *                                of its decoded values as float32 little-endian bytes
  *     dcdump --raw OUT FILE      the same, and every tensor's values as float32
- *                                little-endian, in name order, written to OUT
+ *                                little-endian, in name order, written to OUT (through a
+ *                                temporary file; OUT may not be FILE)
  *     dcdump --bench N FILE      open and decode every tensor N times: best and median
  *                                milliseconds, and the reader's peak heap
  *
@@ -11,7 +12,11 @@
  * line "dcdump: error: FILE: message (DC_E_...)" on stderr; the exit status is 0 when every
  * file decoded, 1 when one did not, 2 for a usage error.
  */
+#define _POSIX_C_SOURCE 200809L     /* stat and getpid: the command runs on a host */
 #include "dc.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,6 +246,50 @@ static int bench(const char *path, int runs)
     return st != DC_OK;
 }
 
+/* Whether two paths name the same existing file (its device and inode). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev
+           && sa.st_ino == sb.st_ino;
+}
+
+/* --raw OUT FILE: the values go to a temporary file beside OUT, renamed to OUT once every
+ * tensor decoded and the file is closed; OUT is never the input, and on any error nothing is
+ * left behind and an existing OUT is untouched. */
+static int dump_raw(const char *out, const char *path)
+{
+    char tmp[4096];
+    FILE *raw;
+    int bad;
+    if (same_file(out, path)) {
+        fprintf(stderr, "dcdump: error: %s is the input file: writing it would destroy it\n",
+                out);
+        return 2;
+    }
+    if (snprintf(tmp, sizeof tmp, "%s.tmp-dcdump-%ld", out, (long)getpid()) >= (int)sizeof tmp) {
+        fprintf(stderr, "dcdump: error: %s: path too long\n", out);
+        return 2;
+    }
+    raw = fopen(tmp, "wb");
+    if (!raw) {
+        fprintf(stderr, "dcdump: error: %s: cannot write the file\n", out);
+        return 1;
+    }
+    bad = dump(path, "", raw);
+    if (fclose(raw) != 0 && !bad) {
+        fprintf(stderr, "dcdump: error: %s: cannot write the file\n", out);
+        bad = 1;
+    }
+    if (!bad && rename(tmp, out) != 0) {
+        fprintf(stderr, "dcdump: error: %s: cannot write the file\n", out);
+        bad = 1;
+    }
+    if (bad)
+        remove(tmp);
+    return bad;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: dcdump FILE... | dcdump --raw OUT FILE | dcdump --bench N FILE\n");
@@ -254,21 +303,8 @@ int main(int argc, char **argv)
         int runs = atoi(argv[2]);
         return runs > 0 ? bench(argv[3], runs) : usage();
     }
-    if (argc == 4 && strcmp(argv[1], "--raw") == 0) {
-        FILE *raw = fopen(argv[2], "wb");
-        if (!raw) {
-            fprintf(stderr, "dcdump: error: %s: cannot write the file\n", argv[2]);
-            return 1;
-        }
-        bad = dump(argv[3], "", raw);
-        if (fclose(raw) != 0 && !bad) {
-            fprintf(stderr, "dcdump: error: %s: cannot write the file\n", argv[2]);
-            bad = 1;
-        }
-        if (bad)
-            remove(argv[2]);
-        return bad;
-    }
+    if (argc == 4 && strcmp(argv[1], "--raw") == 0)
+        return dump_raw(argv[2], argv[3]);
     if (argc < 2 || argv[1][0] == '-')
         return usage();
     for (i = 1; i < argc; i++) {

@@ -11,15 +11,29 @@ import os
 import sys
 
 from . import __version__
+from .checks import RANGES as R, Range, Setting
 from .errors import DeepcompError, UsageError
 from .sizes import format_ratio
 
 # --- shared options ------------------------------------------------------------------------
 
 
+class _Help(argparse.HelpFormatter):
+    """Every numeric option's help ends with its range (deepcomp.checks)."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action) or ""
+        kind = action.type.range if isinstance(action.type, Setting) else action.type
+        if isinstance(kind, Range):
+            name = action.dest.removeprefix("retrain_").removeprefix("finetune_")
+            text += f" [{kind.text(name)}]"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kw):
         kw.setdefault("allow_abbrev", False)    # an option is named in full or not at all
+        kw.setdefault("formatter_class", _Help)
         super().__init__(*args, **kw)
 
     def error(self, message):           # one line, exit 2 (argparse prints usage + error)
@@ -80,29 +94,31 @@ def add_prune_args(p):
                         "per-layer sparsities from a scan of each layer, least loss for the "
                         "target")
     p.add_argument("--sensitivity", default="0.75", metavar="S|PAT=S,...",
+                   type=Setting(R["sensitivity"]),
                    help="std method: quality parameter, one value or per layer with globs, "
                         "e.g. '*=1.2,first=0.5,last=0.8' (default: %(default)s)")
     p.add_argument("--sparsity", default="0.9", metavar="F|PAT=F,...",
+                   type=Setting(R["sparsity"]),
                    help="global, lamp, sensitivity: fraction of all weights to prune; layer: "
                         "per-layer fractions, "
                         "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=1,
+    p.add_argument("--iterations", type=R["iterations"], default=1,
                    help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
-    p.add_argument("--retrain-epochs", type=int, default=1,
+    p.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=1,
                    help="retraining epochs per round (default: %(default)s)")
-    p.add_argument("--retrain-lr", type=float, default=None,
+    p.add_argument("--retrain-lr", type=R["lr"], default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
     from .prune import PruneConfig
     d = PruneConfig()
-    p.add_argument("--min-keep", type=float, default=d.min_keep,
+    p.add_argument("--min-keep", type=R["min_keep"], default=d.min_keep,
                    help="global, lamp, sensitivity: every layer keeps at least this share of "
                         "its weights "
                         "(default: %(default)s)")
     p.add_argument("--gradual", action="store_true",
                    help="prune during retraining, along a cubic ramp (Zhu & Gupta 2017)")
-    p.add_argument("--mask-every", type=int, default=d.mask_every,
+    p.add_argument("--mask-every", type=R["mask_every"], default=d.mask_every,
                    help="--gradual: steps between mask updates (default: %(default)s)")
-    p.add_argument("--ramp-fraction", type=float, default=d.ramp_fraction,
+    p.add_argument("--ramp-fraction", type=R["ramp_fraction"], default=d.ramp_fraction,
                    help="--gradual: share of the retraining over which sparsity ramps up "
                         "(default: %(default)s)")
 
@@ -110,6 +126,7 @@ def add_prune_args(p):
 def add_quantize_args(p):
     """The codebook options of QuantizeConfig (``deepcomp quantize`` and ``compress``)."""
     p.add_argument("--bits", default=None, metavar="B|PAT=B,...|auto:MEAN",
+                   type=Setting(R["bits"], auto=R["auto_bits"]),
                    help="bits per weight (2**bits shared values), one value or per layer with "
                         "globs, e.g. '*=5,conv*=8'; auto:4 chooses each layer's bits from a "
                         "sensitivity scan, 4 on average (default: the paper's 8 conv, 5 fc)")
@@ -123,6 +140,7 @@ def add_quantize_args(p):
 def add_encode_args(p):
     """The options of EncodeConfig (``deepcomp encode`` and ``compress``)."""
     p.add_argument("--index-bits", default=None, metavar="B|PAT=B,...",
+                   type=Setting(R["bits"], words=("auto",)),
                    help="bits of a relative index, per layer with globs, e.g. '*=5,conv*=8' "
                         "(the paper's 5 fc, 8 conv); default, or 'auto': each layer's width "
                         "with the smallest gap stream, measured")
@@ -133,7 +151,7 @@ def add_encode_args(p):
                    help="fold each batch norm's statistics into its scale and shift (mean 0, "
                         "variance 1: nearly free to store): the same outputs up to float32 "
                         "rounding, lossy, re-evaluated on --data")
-    p.add_argument("--dense-bits", type=int, default=0, metavar="B",
+    p.add_argument("--dense-bits", type=R["dense_bits"], default=0, metavar="B",
                    help="share the values of each bias and batch norm vector among at most "
                         "2**B float16 centroids by k-means, where that is smaller: lossy, "
                         "re-evaluated on --data (default 0: off)")
@@ -148,22 +166,22 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
     from .train import TrainConfig
     d = TrainConfig()
     if not skip_epochs_lr:
-        p.add_argument(f"--{prefix}epochs", type=int,
+        p.add_argument(f"--{prefix}epochs", type=R["epochs" if not prefix else "finetune_epochs"],
                        default=epochs if epochs is not None else d.epochs,
                        help=f"{help_epochs} (default: %(default)s)")
-        p.add_argument(f"--{prefix}lr", type=float, default=lr,
+        p.add_argument(f"--{prefix}lr", type=R["lr"], default=lr,
                        help="peak learning rate" + (f" (default: {d.lr})" if not prefix else ""))
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--batch-size", type=R["batch_size"], default=d.batch_size,
                    help="global batch size, split across torchrun ranks (default: %(default)s)")
-    p.add_argument("--momentum", type=float, default=d.momentum,
+    p.add_argument("--momentum", type=R["momentum"], default=d.momentum,
                    help="SGD momentum (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+    p.add_argument("--weight-decay", type=R["weight_decay"], default=d.weight_decay,
                    help="L2 weight decay (default: %(default)s)")
     p.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "constant"],
                    help="learning-rate schedule; step: x0.1 at 50%% and 75%% (default: %(default)s)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+    p.add_argument("--warmup-epochs", type=R["warmup_epochs"], default=d.warmup_epochs,
                    help="linear warm-up from a tenth of the rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--seed", type=R["seed"], default=d.seed,
                    help="seed of the data order and of k-means (default: %(default)s)")
     p.add_argument("--compile", default=d.compile, choices=["auto", "on", "off"],
                    help="torch.compile the training step; auto: for runs of 2,000 steps or more "
@@ -183,9 +201,10 @@ def add_distill_args(p, teacher=True):
     p.add_argument("--distill", action="store_true",
                    help="retrain against the input model's outputs as well as the labels "
                         "(Hinton et al. 2015), with weight 0.9 unless --distill-weight says")
-    p.add_argument("--distill-weight", type=float, default=None,
+    p.add_argument("--distill-weight", type=R["distill_weight"], default=None,
                    help="weight of the distillation loss, 0..1 (default with --distill: 0.9)")
-    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+    p.add_argument("--distill-temperature", type=R["distill_temperature"],
+                   default=d.distill_temperature,
                    help="softmax temperature of distillation (default: %(default)s)")
     if teacher:
         p.add_argument("--teacher", metavar="FILE",
@@ -687,7 +706,7 @@ def _add_analysis_args(s, grid: str, what: str):
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("--sparsities", default=grid, metavar="START:STOP:STEP|a,b,c",
                    help=f"{what} (default: %(default)s)")
-    s.add_argument("--max-images", type=int, default=None,
+    s.add_argument("--max-images", type=R["max_images"], default=None,
                    help="evaluate on the first N test images only, for quicker scans "
                         "(default: all)")
 
@@ -703,9 +722,9 @@ def _p_sweep(s):
     _add_analysis_args(s, "0:0.95:0.05", "sparsities to visit")
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
                    "std, global, layer, lamp, sensitivity (default: %(default)s)")
-    s.add_argument("--retrain-epochs", type=int, default=0,
+    s.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=0,
                    help="short retraining at every point (default: 0, none)")
-    s.add_argument("--retrain-lr", type=float, default=None,
+    s.add_argument("--retrain-lr", type=R["lr"], default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     s.add_argument("-o", "--output", default="sweep",
@@ -760,9 +779,9 @@ def _p_compress(s):
     add_prune_args(s.add_argument_group("pruning"))
     g = s.add_argument_group("quantization")
     add_quantize_args(g)
-    g.add_argument("--finetune-epochs", type=int, default=d.epochs,
+    g.add_argument("--finetune-epochs", type=R["finetune_epochs"], default=d.epochs,
                    help="epochs of codebook fine-tuning, 0 for none (default: %(default)s)")
-    g.add_argument("--finetune-lr", type=float, default=d.lr,
+    g.add_argument("--finetune-lr", type=R["lr"], default=d.lr,
                    help="peak learning rate of fine-tuning (default: %(default)s)")
     add_encode_args(s.add_argument_group("encoding"))
     add_train_args(s, skip_epochs_lr=True)
@@ -770,12 +789,13 @@ def _p_compress(s):
                                           "stages)"), teacher=False)
     from .search import SearchConfig
     g = s.add_argument_group("target mode (deepcomp.search): the smallest file within a drop")
-    g.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+    g.add_argument("--max-drop", type=R["max_drop"], default=None, metavar="POINTS",
                    help="search sparsity and bits for the smallest .dc whose top-1, on a "
                         "held-out 10%% of the training images, is at most this many points "
                         "below the input's; the test set is read only after the choice "
                         "(default: off)")
-    g.add_argument("--budget-epochs", type=int, default=SearchConfig().budget_epochs,
+    g.add_argument("--budget-epochs", type=R["budget_epochs"],
+                   default=SearchConfig().budget_epochs,
                    help="--max-drop: at most this many retraining and fine-tuning epochs in "
                         "all (default: %(default)s)")
     add_restart_arg(s)

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from .errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeError,
-                     InvalidOffsetError, TruncatedFileError, UnknownArchitectureError,
+                     InvalidOffsetError, LimitError, TruncatedFileError, UnknownArchitectureError,
                      UnknownModelError, UnsupportedVersionError, UntrustedArchitectureError,
                      UntrustedModelError)
 
 __all__ = ["MAGIC", "VERSION", "V1", "V2", "PREFIX_V1", "PREFIX_V2", "MAX_HEADER_BYTES",
-           "MAX_BITS", "MAX_ELEMENTS", "MAX_JSON_DEPTH", "DTYPES", "DTYPE_NAMES", "NUMPY",
+           "MAX_BITS", "MAX_ELEMENTS", "MAX_JSON_DEPTH", "MAX_HISTORY", "element_budget",
+           "header_budget", "DTYPES", "DTYPE_NAMES", "NUMPY",
            "KINDS", "BREAKDOWN", "canonical_json", "deflate", "inflate", "read_prefix",
            "parse_header", "check_entry_v1", "check_entry_v2", "arch_state", "is_int"]
 
@@ -35,6 +36,12 @@ MAX_HEADER_BYTES = 16 << 20           # cap on the header, stored and inflated
 MAX_JSON_DEPTH = 64                   # nesting of the header's JSON (a valid one nests 5 deep)
 MAX_BITS = 12                         # widest cluster index / relative index the format allows
 MAX_ELEMENTS = 1 << 30                # decoded elements per file (4 GiB of float32)
+# Reader limits (docs/FORMAT.md, "Reader limits"): what a file may cost is bounded by its size.
+BASE_ELEMENTS = 1 << 20               # elements any file may hold (4 MiB of float32)
+ELEMENTS_PER_BYTE = 1024              # and this many more per byte of the file
+HEADER_BASE, HEADER_RATIO = 64 << 10, 256   # inflated header: at most 64 KiB + 256 x stored
+MAX_HISTORY = 1000                    # stage records in a header (a pipeline writes 3 to 10)
+MAX_NUMBER_CHARS = 40                 # characters of one JSON number in the header
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
           "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
@@ -164,11 +171,41 @@ def read_prefix(buf: bytes, name: str) -> tuple[tuple[int, int], int, int, int]:
     return (major, minor), prefix.size, hlen, dlen
 
 
+def element_budget(nbytes: int) -> int:
+    """The most elements a file of ``nbytes`` bytes may declare (docs/FORMAT.md)."""
+    return min(MAX_ELEMENTS, BASE_ELEMENTS + ELEMENTS_PER_BYTE * nbytes)
+
+
+def header_budget(stored: int) -> int:
+    """The most bytes a header stored in ``stored`` bytes may inflate to."""
+    return min(MAX_HEADER_BYTES, HEADER_BASE + HEADER_RATIO * stored)
+
+
+def _json_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    v = float(text) if len(text) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:20]} is not a finite number of at most {MAX_NUMBER_CHARS} "
+                         "characters")
+    return v
+
+
 def parse_header(raw: bytes, name: str, required: set, optional: set = frozenset()) -> dict:
     """Inflate and parse the JSON header; check its top-level keys and the shared ones."""
-    text = inflate(raw, MAX_HEADER_BYTES, f"{name}: header")
+    cap = header_budget(len(raw))
     try:
-        h = json.loads(text.decode("utf-8"), parse_constant=_not_json)
+        text = inflate(raw, cap, f"{name}: header")
+    except HeaderTooLargeError:
+        raise HeaderTooLargeError(f"{name}: the header inflates past {cap:,} bytes, the "
+                                  f"reader's limit for a header of {len(raw):,} bytes") from None
+    try:
+        h = json.loads(text.decode("utf-8"), parse_constant=_not_json, parse_int=_json_int,
+                       parse_float=_json_float)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise HeaderError(f"{name}: header is not valid JSON ({str(e)[:80]})") from None
     if _depth(h) > MAX_JSON_DEPTH:
@@ -183,6 +220,9 @@ def parse_header(raw: bytes, name: str, required: set, optional: set = frozenset
     if not isinstance(h["data"], dict) or not isinstance(h["history"], list) \
             or not all(isinstance(r, dict) for r in h["history"]):
         raise HeaderError(f"{name}: header 'data' must be an object and 'history' a list of objects")
+    if len(h["history"]) > MAX_HISTORY:
+        raise LimitError(f"{name}: {len(h['history']):,} history records exceed the reader's "
+                         f"limit of {MAX_HISTORY:,}")
     return h
 
 
@@ -235,10 +275,13 @@ def check_shape(shape, where: str) -> None:
         raise HeaderError(f"{where}: bad shape {shape!r}")
 
 
-def check_total(shapes, name: str) -> None:
+def check_total(shapes, name: str, nbytes: int) -> None:
+    """The elements of ``shapes`` fit the budget of a file of ``nbytes`` bytes."""
     total = sum(math.prod(s) for s in shapes)
-    if total > MAX_ELEMENTS:
-        raise HeaderError(f"{name}: {total} elements exceed the reader's cap of {MAX_ELEMENTS}")
+    cap = element_budget(nbytes)
+    if total > cap:
+        raise LimitError(f"{name}: {total:,} elements exceed the reader's limit of {cap:,} for "
+                         f"a file of {nbytes:,} bytes")
 
 
 # --- version 1 tensor entries (docs/FORMAT.md, appendix) ---------------------------------------

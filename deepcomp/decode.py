@@ -75,7 +75,7 @@ def decode_bytes(buf: bytes, name: str = "<bytes>", template: torch.nn.Module | 
     raw = buf[hoff:hoff + hlen]
     data = memoryview(buf)[hoff + hlen:hoff + hlen + dlen]
     read = _plans_v1 if version[0] == 1 else _plans_v2
-    h, plans, order = read(raw, data, name, template)
+    h, plans, order = read(raw, data, name, template, len(buf))
     streams = _decode_streams(plans, name)
     state, masks, quant = {}, {}, {}
     for t in plans:
@@ -101,7 +101,7 @@ def _arch_layout(arch: dict, name: str, template) -> dict:
     return {k: (DTYPE_NAMES[v.dtype], tuple(v.shape)) for k, v in template.state_dict().items()}
 
 
-def _plans_v1(raw: bytes, data, name: str, template=None):
+def _plans_v1(raw: bytes, data, name: str, template, nbytes: int):
     h = parse_header(raw, name, {"arch", "data", "history", "tensors"})
     if not isinstance(h["tensors"], list):
         raise HeaderError(f"{name}: header 'tensors' must be a list")
@@ -119,6 +119,7 @@ def _plans_v1(raw: bytes, data, name: str, template=None):
     if names != sorted(set(names)):
         raise HeaderError(f"{name}: tensors must be sorted by name, each once")
     model = _arch_layout(h["arch"], name, template)
+    check_total([s for _, s in model.values()], name, nbytes)
     required = {k for k in model if not k.endswith("num_batches_tracked")}
     missing, unknown = sorted(required - set(names)), sorted(set(names) - set(model))
     if missing or unknown:
@@ -128,7 +129,7 @@ def _plans_v1(raw: bytes, data, name: str, template=None):
         if tuple(t["shape"]) != model[t["name"]][1]:
             raise HeaderError(f"{name}: tensor {t['name']!r} has shape {t['shape']}, "
                               f"{h['arch']['name']} expects {list(model[t['name']][1])}")
-    check_total([t["shape"] for t in h["tensors"]], name)
+    check_total([t["shape"] for t in h["tensors"]], name, nbytes)
     for t in h["tensors"]:
         for sec, off, length, crc in t["sections"]:
             if zlib.crc32(data[off:off + length]) != crc:
@@ -149,7 +150,7 @@ def _plans_v1(raw: bytes, data, name: str, template=None):
     return h, plans, [k for k in model if k in names]
 
 
-def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
+def _layout_v2(h: dict, name: str, template, nbytes: int) -> tuple[dict, list]:
     """``({tensor name: (dtype, shape)}, names in the model's order)`` of a version 2 header:
     the architecture's state dict with the header's ``state`` and ``drop`` applied, or the
     ``state`` list alone when ``explicit`` (:func:`_explicit_layout`)."""
@@ -169,8 +170,9 @@ def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
             raise HeaderError(f"{name}: tensor {n!r}: unknown dtype {dtype!r}")
         check_shape(shape, f"{name}: tensor {n!r}")
     if explicit:
-        return _explicit_layout(h, state, name, template)
+        return _explicit_layout(h, state, name, template, nbytes)
     layout = _arch_layout(h["arch"], name, template)
+    check_total([s for _, s in layout.values()], name, nbytes)
     if set(drop) - set(layout) or set(drop) & {s[0] for s in state}:
         raise HeaderError(f"{name}: 'drop' names a tensor the architecture does not build "
                           "or 'state' sets")
@@ -181,21 +183,22 @@ def _layout_v2(h: dict, name: str, template=None) -> tuple[dict, list]:
         if n not in layout:
             order.append(n)
         layout[n] = (dtype, tuple(shape))
-    check_total([s for _, s in layout.values()], name)
+    check_total([s for _, s in layout.values()], name, nbytes)
     return layout, [n for n in order if n in layout]
 
 
-def _explicit_layout(h: dict, state: list, name: str, template=None) -> tuple[dict, list]:
+def _explicit_layout(h: dict, state: list, name: str, template, nbytes: int
+                     ) -> tuple[dict, list]:
     """The layout of a file that lists every tensor (``explicit``, what deepcomp encode
     writes). The architecture only orders the state dict like the model's: a registry name
     is built (on the meta device) and so checked as in an implicit file, its size too; a user's
     ``module:factory`` reference is never imported to read a file (building the model is)."""
     layout = {n: (dtype, tuple(shape)) for n, dtype, shape in state}
-    check_total([s for _, s in layout.values()], name)
+    check_total([s for _, s in layout.values()], name, nbytes)
     if template is None and is_reference(h["arch"]["name"]):
         return layout, list(layout)
     built = _arch_layout(h["arch"], name, template)
-    check_total([s for _, s in built.values()], name)      # what loading the model would build
+    check_total([s for _, s in built.values()], name, nbytes)   # what loading the model builds
     return layout, [n for n in built if n in layout] + [n for n in layout if n not in built]
 
 
@@ -228,13 +231,13 @@ def _check_blocks(blocks, name: str) -> None:
         raise HeaderError(f"{name}: 'blocks' must give the lengths of {', '.join(BLOCKS)}")
 
 
-def _plans_v2(raw: bytes, data, name: str, template=None):
+def _plans_v2(raw: bytes, data, name: str, template, nbytes: int):
     h = parse_header(raw, name, {"arch", "data", "history", "quant_meta", "blocks", "tensors"},
                      {"state", "drop", "explicit"})
     if not isinstance(h["quant_meta"], dict) or not isinstance(h["tensors"], list):
         raise HeaderError(f"{name}: 'quant_meta' must be an object and 'tensors' a list")
     _check_blocks(h["blocks"], name)
-    layout, order = _layout_v2(h, name, template)
+    layout, order = _layout_v2(h, name, template, nbytes)
     names = sorted(layout)
     if len(h["tensors"]) != len(names):
         raise HeaderError(f"{name}: {len(h['tensors'])} tensor entries for the "

@@ -71,6 +71,11 @@ class HeaderError(FormatError):
     """The header is not valid JSON or violates the header schema."""
 
 
+class LimitError(HeaderError):
+    """The file declares more than its own size can justify (docs/FORMAT.md, "Reader limits"):
+    more elements, a larger header or a longer history than the reader's budget for it."""
+
+
 class CountMismatchError(FormatError):
     """Decoded counts do not match the declared shapes."""
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
+from .checks import RANGES, check_fields
 from .data import Dataset
 from .errors import UsageError
 from .patterns import resolve_setting
@@ -271,14 +272,13 @@ def _setting(cfg: PruneConfig, names: list[str]):
         except ValueError:
             raise UsageError(f"--sparsity: {cfg.method} pruning takes one value, got "
                              f"{cfg.sparsity!r}") from None
-        if not 0 <= setting < 1:
-            raise UsageError(f"--sparsity: {setting!r} is out of range (0 <= sparsity < 1)")
+        RANGES["sparsity"].check(setting, "--sparsity")
         return setting
     if cfg.method == "std":
         return resolve_setting(cfg.sensitivity, names, "sensitivity", float,
-                               lambda v: v >= 0, "s >= 0")
-    return resolve_setting(cfg.sparsity, names, "sparsity", float, lambda v: 0 <= v < 1,
-                           "0 <= sparsity < 1")
+                               RANGES["sensitivity"].ok, RANGES["sensitivity"].text("s"))
+    return resolve_setting(cfg.sparsity, names, "sparsity", float, RANGES["sparsity"].ok,
+                           RANGES["sparsity"].text("sparsity"))
 
 
 def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log) -> dict:
@@ -293,12 +293,12 @@ def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log) -
 
 
 def _check(cfg: PruneConfig, data) -> None:
-    if cfg.iterations < 1:
-        raise UsageError("iterations must be at least 1")
-    if cfg.retrain_epochs < 0:
-        raise UsageError("retrain epochs must be >= 0")
-    if not 0 <= cfg.min_keep <= 1:
-        raise UsageError(f"min_keep must be in [0, 1], got {cfg.min_keep}")
+    check_fields(cfg, ("iterations", "retrain_epochs", "min_keep", "mask_every",
+                       "ramp_fraction", "scan_images"))
+    if cfg.retrain_lr is not None:
+        RANGES["lr"].check(cfg.retrain_lr, "retrain_lr")
+    if cfg.retrain_epochs:
+        replace(cfg.train, epochs=cfg.retrain_epochs).check()
     if cfg.method == "sensitivity" and (data is None or cfg.scan_images < 1):
         raise UsageError("--method sensitivity measures every layer: it needs data and "
                          "scan images >= 1")
@@ -308,10 +308,6 @@ def _check(cfg: PruneConfig, data) -> None:
         if cfg.retrain_epochs < 1 or data is None:
             raise UsageError("gradual pruning prunes while retraining: it needs retraining "
                              "epochs and data")
-        if not 0 < cfg.ramp_fraction <= 1:
-            raise UsageError(f"ramp fraction must be in (0, 1], got {cfg.ramp_fraction}")
-        if cfg.mask_every < 1:
-            raise UsageError(f"mask_every must be at least 1 step, got {cfg.mask_every}")
 
 
 def _steps_per_epoch(data: Dataset, batch_size: int) -> int:

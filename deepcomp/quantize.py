@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .checks import check_fields
 from .data import Dataset
 from .errors import CheckpointError, UsageError
 from .patterns import resolve_setting
@@ -340,8 +341,8 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
         raise UsageError(f"unknown centroid init {config.init!r}; expected {', '.join(INITS)}")
     if data is None and config.finetune.epochs > 0:
         raise UsageError("fine-tuning needs data: give a data set or finetune epochs=0")
-    if config.finetune.epochs < 0:
-        raise UsageError(f"fine-tuning epochs must be >= 0, got {config.finetune.epochs}")
+    config.finetune.check()
+    check_fields(config, ("scan_images",))
     sf = as_stage(sf, data)
     t0 = time.perf_counter()
     aliases = sf.aliases()

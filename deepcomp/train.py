@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist
+from .checks import RANGES, check_fields
 from .data import Batches, Dataset
 from .errors import UsageError
 
@@ -60,6 +61,21 @@ class TrainConfig:
 
     def to_dict(self):
         return asdict(self)
+
+    def check(self) -> "TrainConfig":
+        """Every numeric field finite and in range (deepcomp.checks), the choices known."""
+        RANGES["retrain_epochs"].check(self.epochs, "train.epochs")       # 0: nothing to train
+        check_fields(self, ("lr", "momentum",
+                            "weight_decay", "batch_size", "warmup_epochs", "label_smoothing",
+                            "distill_weight", "distill_temperature", "seed"), "train.")
+        for name, value, choices in (("schedule", self.schedule, ("cosine", "step", "constant")),
+                                     ("compile", self.compile, ("auto", "on", "off")),
+                                     ("precision", self.precision, PRECISIONS),
+                                     ("channels_last", self.channels_last, ("auto", "on", "off"))):
+            if value not in choices:
+                raise UsageError(f"train.{name} must be one of {', '.join(choices)}, "
+                                 f"got {value!r}")
+        return self
 
 
 def resolve_device(name: str) -> torch.device:
@@ -199,6 +215,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
     as a run that never stopped.
     """
     from . import resume as rs
+    cfg.check()
     run = _Run(model, data, cfg, params, teacher)
     history, first_epoch, first_step, sums = [], 0, 0, [0.0, 0, 0]
     if resume is not None:

@@ -100,7 +100,7 @@ def test_pruning_a_pruned_file_keeps_old_masks(trained_lenet, tmp_path):
     (PruneConfig(method="global", sparsity="1.5"), "out of range"),
     (PruneConfig(method="global", sparsity="*=0.5"), "takes one value"),
     (PruneConfig(method="magic"), "unknown pruning method"),
-    (PruneConfig(iterations=0), "at least 1"),
+    (PruneConfig(iterations=0), "iterations: 0 is out of range"),
 ])
 def test_bad_settings(trained_lenet, cfg, msg):
     with pytest.raises(UsageError, match=msg):

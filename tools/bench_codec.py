@@ -65,7 +65,7 @@ def streams_of(buf: bytes) -> list[tuple]:
     from deepcomp.decode import _plans_v2
     _, hoff, hlen, dlen = read_prefix(buf, "bench")
     _, plans, _ = _plans_v2(buf[hoff:hoff + hlen], memoryview(buf)[hoff + hlen:hoff + hlen + dlen],
-                            "bench")
+                            "bench", None, len(buf))
     out = []
     for t in plans:
         numel = int(np.prod(t["shape"]))
