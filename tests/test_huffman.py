@@ -47,6 +47,30 @@ def test_equal_length_codes_that_never_resynchronize():
     assert np.array_equal(huffman.decode(buf, lengths, len(sym)), sym)
 
 
+@pytest.mark.parametrize("alphabet,lengths_of", [
+    (31, None),                                      # 4- and 5-bit codes that never resync
+    (32, 5), (2, 1), (256, 8), (4096, 12),           # one width: lanes never meet
+])
+def test_streams_longer_than_a_segment_decode_exactly(alphabet, lengths_of):
+    """Over 2**20 bits the bitwise decoder works segment by segment, each starting where the
+    last code word of the one before ends (not at the segment's boundary): a stream of 1.2 Mbit
+    and more whose codes never resynchronise reaches that path, in the batch decoder too."""
+    rng = np.random.default_rng(alphabet)
+    bits_each = lengths_of or 5
+    n = (huffman._SEGMENT_BITS * 6 // 5) // bits_each + 7       # 1.2 segments and a bit
+    sym = rng.integers(0, alphabet, n)
+    lengths = (np.full(alphabet, lengths_of, np.uint8) if lengths_of else
+               huffman.code_lengths(np.bincount(sym, minlength=alphabet)))
+    buf, nbits = huffman.encode(sym, lengths)
+    assert nbits > huffman._SEGMENT_BITS
+    assert np.array_equal(huffman.decode(buf, lengths, n), sym)
+    other = rng.integers(0, 3, 5000)                              # with a stream that resyncs
+    ol = huffman.code_lengths(np.bincount(other, minlength=3))
+    got = huffman.decode_many([(huffman.encode(other, ol)[0], ol, len(other), "a"),
+                               (buf, lengths, n, "b")])
+    assert np.array_equal(got[0], other) and np.array_equal(got[1], sym)
+
+
 def test_lengths_are_capped_and_complete():
     fib = [1, 1]
     while len(fib) < 40:

@@ -50,6 +50,36 @@ def test_without_the_keeper_momentum_revives_pruned_weights(trained_lenet, digit
     assert sum(int((w[n][~m] != 0).sum()) for n, m in masks.items()) == 0
 
 
+@pytest.mark.parametrize("opt", ["adam", "sgd-momentum-decay"])
+def test_the_keeper_holds_zeros_through_an_optimizer_with_state(trained_lenet, digits, opt):
+    """A user's own loop: the optimizer already holds state (Adam's moments, SGD's momentum)
+    from before pruning. Masking the gradients alone leaves that state pushing on pruned
+    weights; the keeper's re-masking after every step holds them at exactly 0.0."""
+    torch.manual_seed(0)
+    model = trained_lenet.build_model()
+    optim = (torch.optim.Adam(model.parameters(), lr=1e-3) if opt == "adam" else
+             torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-3))
+    x = (digits.train_x[:256].float() / 255 - 0.5) / 0.25
+    y = digits.train_y[:256]
+
+    def steps(n, keeper=None):
+        for i in range(n):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            if keeper is not None:
+                keeper(i + 1)
+    steps(5)                                         # optimizer state from before pruning
+    w = {n: p for n, p in model.named_parameters() if n in prunable_names(model)}
+    masks, _ = compute_masks(w, "global", 0.8)
+    keeper = MaskKeeper(model, masks)
+    steps(5, keeper)
+    for n, m in masks.items():
+        assert torch.equal(w[n][~m], torch.zeros_like(w[n][~m])), n
+        assert (w[n][m] != 0).all(), n
+
+
 @pytest.mark.parametrize("target", [0.5, 0.9])
 def test_global_hits_its_target(trained_lenet, target):
     out = prune(trained_lenet, None, PruneConfig(method="global", sparsity=str(target)))
