@@ -278,7 +278,11 @@ def main_print(*args, **kw):
 
 def cmd_models(a):
     from .models import list_models, model_info
-    for name in list_models(a.pattern):
+    names = list_models(a.pattern)
+    if not names:
+        raise UsageError(f"no registered model matches {a.pattern!r}; `deepcomp models` lists "
+                         "them all")
+    for name in names:
         info = model_info(name)
         n = f"{info.num_params:,}" if info.num_params else "-"
         print(f"{name:24s} input {'x'.join(map(str, info.input_size)):10s} params {n}")
@@ -373,6 +377,11 @@ def cmd_encode(a):
         _check_fit(sf, data)
         metrics = lossy_metrics(sf, data, cfg, a.device)
     rec = encode(sf, out, cfg, metrics)
+    if metrics is not None and not a.json:
+        before = (sf.history[-1].get("metrics") or {}).get("top1") if sf.history else None
+        print(f"{cfg.lossy} (lossy), measured again on {data.spec}: top-1 "
+              f"{metrics['top1']:.2f}%" + (f" (stage before: {before:.2f}%)"
+                                           if before is not None else ""))
     if a.json:
         print(json.dumps(rec["sizes"], sort_keys=True))
         return
@@ -438,7 +447,7 @@ def cmd_compress(a):
         prune=prune_config(a),
         quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
         encode=encode_config(a))
-    paths = compress(sf, data, out, cfg, log=main_print, restart=a.restart)
+    paths = compress(sf, data, out, cfg, log=main_print, restart=a.restart, force=a.force)
     from . import dist
     if dist.is_main():
         print()
@@ -763,7 +772,9 @@ def _p_report(s):
                    f"{MODEL_HELP}")
     s.add_argument("--layers", action="store_true", help="add the paper's per-layer table")
     s.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"],
-                   help="table format (default: %(default)s)")
+                   help="table format; json: one document (stages, layers with --layers); "
+                        "csv: one table, the stages or with --layers the layers "
+                        "(default: %(default)s)")
     s.add_argument("--plot", metavar="DIR", help="write PNG plots into DIR")
     s.add_argument("--layer", help="layer for the weight histograms (default: the largest)")
     s.add_argument("-o", "--output", help="write the report to a file instead of stdout")

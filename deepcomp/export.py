@@ -128,6 +128,19 @@ def _export_bytes(net: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bo
     return buf.getvalue()
 
 
+def _lowest_opset(net: nn.Module, x: torch.Tensor, lo: int, hi: int,
+                  dynamic_batch: bool) -> int | None:
+    """The lowest opset in ``lo..hi`` that exports ``net``, or None (an export failed at a lower
+    one: the error names the opset to ask for instead)."""
+    for opset in range(lo, hi + 1):
+        try:
+            _export_bytes(net, x, opset, dynamic_batch)
+            return opset
+        except Exception:
+            continue
+    return None
+
+
 @contextlib.contextmanager
 def _quiet_stdout():
     """Send file descriptor 1 to a discarded file, C++ writes included."""
@@ -194,8 +207,11 @@ def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT
     except Exception as e:          # torch's own errors span many lines: keep the first
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         first = first.split("[Caused by")[0].strip()[:200]
+        lowest = _lowest_opset(net, x, opset + 1, hi, batch is None)
+        hint = (f"; the lowest opset that exports it is {lowest} (--opset {lowest})"
+                if lowest else "")
         raise ExportError(f"cannot export {sf.arch['name']} to ONNX opset {opset}: "
-                          f"{first}") from None
+                          f"{first}{hint}") from None
 
     proto = onnx.load_from_string(blob)
     proto.producer_name, proto.producer_version = "deepcomp", __version__

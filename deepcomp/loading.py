@@ -18,9 +18,15 @@ from .stagefile import STAGE_FORMAT, StageFile, arch_for, fit_state_dict
 __all__ = ["load_stage", "load_checkpoint_state", "unwrap_state_dict"]
 
 
-def _torch_load(path: str):
+def _check_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a directory, not a stage file, .dc file or checkpoint")
     if not os.path.isfile(path):
         raise CheckpointError(f"no such file: {path}")
+
+
+def _torch_load(path: str):
+    _check_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -55,8 +61,7 @@ def load_stage(path: str, model: str | None = None, data: dict | None = None,
     module (Python API), which models are built from instead of the recorded architecture."""
     if model is not None and is_reference(model):
         allow_reference(model)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"no such file: {path}")
+    _check_file(path)
     with open(path, "rb") as f:
         head = f.read(len(DC_MAGIC))
     if head == DC_MAGIC:

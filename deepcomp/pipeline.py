@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .data import Dataset, load_data
 from .encode import EncodeConfig, encode, stored_stage
-from .errors import DeepcompError
+from .errors import DeepcompError, UsageError
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize
 from .loading import load_stage
@@ -67,17 +67,42 @@ def _key(cfg, upstream: StageFile) -> str:
     return json.dumps([strip(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
 
 
-def _resume(path: str, key: str, log, template=None) -> StageFile | None:
+def _resume(path: str, key: str, log, template=None, force: bool = False) -> StageFile | None:
+    """The finished stage at ``path`` when the same request made it; None when there is none.
+    A file there made by other settings (or not a stage file) is an error unless ``force``:
+    compress never silently replaces what another run made."""
     if not os.path.exists(path):
         return None
     try:
         sf = load_stage(path, template=template)
     except DeepcompError:
-        return None
-    if sf.history and sf.history[-1].get("pipeline_key") == key:
+        sf = None
+    if sf is not None and sf.history and sf.history[-1].get("pipeline_key") == key:
         log(f"resuming: {path} is finished, skipping its stage")
         return sf
+    if not force:
+        raise UsageError(f"{path} exists and was not made by these settings: give --force to "
+                         "replace it, or another output name")
     return None
+
+
+def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
+    """Every per-layer setting and option checked against the model before any stage runs:
+    a pattern that matches no layer, or --fold-bn without batch norm, fails now, not after
+    minutes of retraining."""
+    from .encode import resolve_index_bits
+    from .prune import _setting, prunable_names
+    from .quantize import layer_bits
+    model = sf.build_model()
+    names = prunable_names(model)
+    _setting(cfg.prune, names)
+    if not str(cfg.quantize.bits).startswith("auto"):
+        layer_bits(sf.state_dict, cfg.quantize.bits, sf.aliases())
+    if cfg.encode.index_bits:
+        resolve_index_bits(replace(sf, masks=dict.fromkeys(names)), cfg.encode.index_bits)
+    if cfg.encode.fold_batchnorm and not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UsageError("fold_batchnorm (--fold-bn): the model has no batch norm to fold")
 
 
 def verify(sf: StageFile, decoded: StageFile) -> None:
@@ -97,20 +122,22 @@ def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Da
 
 
 def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: CompressConfig | None = None,
-             log=print, restart: bool = False) -> list[str]:
+             log=print, restart: bool = False, force: bool = False) -> list[str]:
     """Run every stage on ``sf`` and write ``out`` (.dc) and the stage files beside it.
     Returns the paths written, oldest stage first. Finished stages are reused; a stage stopped
-    while training resumes from its checkpoint (``restart=True`` discards checkpoints).
+    while training resumes from its checkpoint (``restart=True`` discards checkpoints). Stage
+    files there that other settings made are an error unless ``force`` (then redone).
     With distillation on, both stages distil from the input model ``sf``."""
     from .decode import read_dc
     cfg = config or CompressConfig()
     sf = as_stage(sf, data)
     paths = stage_paths(out)
+    _preflight(sf, cfg)
     distill = cfg.prune.train.distill_weight > 0 or cfg.quantize.finetune.distill_weight > 0
     teacher = sf.build_model() if distill else None
 
     key = _key(cfg.prune, sf)
-    pruned = _resume(paths["pruned"], key, log, sf.template)
+    pruned = _resume(paths["pruned"], key, log, sf.template, force)
     if pruned is None:
         log("== prune")
         ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
@@ -120,7 +147,10 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     key = _key(cfg.quantize, pruned)
-    quantized = _resume(paths["quantized"], key, log, sf.template)
+    quantized = _resume(paths["quantized"], key, log, sf.template, force)
+    if quantized is None and os.path.exists(out) and not force:
+        raise UsageError(f"{out} exists and was not made by these settings: give --force to "
+                         "replace it, or another output name")
     if quantized is None:
         log("== quantize")
         ckpt = stage_checkpoint(paths["quantized"], "quantize", cfg.quantize, pruned, data,

@@ -14,12 +14,13 @@ import io
 import json
 from dataclasses import dataclass
 
+from .errors import CheckpointError, UsageError
 from .sizes import format_ratio, layer_sizes
 from .loading import load_stage
 from .stagefile import StageFile
 
 __all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
-           "collapse_warnings", "search_rows",
+           "collapse_warnings", "search_rows", "report_json", "machine_rows",
            "STAGE_COLUMNS", "LAYER_COLUMNS"]
 
 STAGE_ORDER = {"baseline": 0, "pruned": 1, "quantized": 2, "encoded": 3}
@@ -183,17 +184,32 @@ def _fmt(key, v) -> str:
     return str(v)
 
 
+# Decimals of a float in the machine formats (csv, json): as the text table shows it, so
+# 46.12 is written 46.12, not 46.120000000000005. Shares keep 6 (the text shows percent).
+_DECIMALS = {"nonzero": 6, "kept": 6, "ratio": 2, "rate_pq": 2, "rate_pqh": 2, "top1": 2,
+             "top5": 2, "val_top1": 2, "delta_top1": 2, "wbits_pqh": 2, "ibits_pqh": 2,
+             "wbits_pq": 2, "ibits_pq": 2, "seconds": 1}
+
+
+def machine_rows(rows: list[dict], columns) -> list[dict]:
+    """The rows' columns (and command) with floats rounded as displayed: csv and json."""
+    keys = [k for k, _ in columns] + (["command"] if rows and "command" in rows[0] else [])
+    def cell(k, v):
+        return round(v, _DECIMALS.get(k, 6)) if isinstance(v, float) else v
+    return [{k: cell(k, r.get(k)) for k in keys} for r in rows]
+
+
 def render(rows: list[dict], columns, fmt: str = "text", title: str | None = None,
            commands: bool = True) -> str:
-    """Render rows as text, markdown, csv or json."""
+    """Render rows as text, markdown, csv or json (a list of objects)."""
     if fmt == "json":
-        return json.dumps(rows, indent=2, default=str)
+        return json.dumps(machine_rows(rows, columns), indent=2, default=str) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         keys = [k for k, _ in columns] + (["command"] if commands and rows and "command" in rows[0] else [])
         w = csv.DictWriter(buf, keys, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(machine_rows(rows, columns))
         return buf.getvalue()
     heads = [h for _, h in columns]
     cells = [[_fmt(k, r.get(k)) for k, _ in columns] for r in rows]
@@ -227,13 +243,17 @@ def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
 
     from .plots import plot_accuracy_ratio, plot_histograms, plot_kept
 
-    os.makedirs(folder, exist_ok=True)
     last = inp.last
     rows = layer_sizes(last)
     if layer is None:     # the largest prunable layer, as the paper shows its largest conv layer
         layer = max(rows, key=lambda r: r["weights"])["name"] if rows else None
     elif not layer.endswith(".weight"):
         layer += ".weight"
+    if layer is not None and not any(layer in sf.state_dict for _, sf in inp.files):
+        names = ", ".join(r["name"].removesuffix(".weight") for r in rows[:8])
+        raise UsageError(f"--layer {layer.removesuffix('.weight')}: no such layer; layers are "
+                         f"{names}{' ...' if len(rows) > 8 else ''}")
+    os.makedirs(folder, exist_ok=True)
     paths = []
     if layer is not None:
         series = []
@@ -271,9 +291,33 @@ def collapse_warnings(sf: StageFile) -> list[str]:
             for r in layer_sizes(sf) if r["kept_share"] < COLLAPSE_SHARE]
 
 
+def report_json(inp: Inputs, layers=False) -> str:
+    """One JSON document: the model, the data, the stages, the target-mode candidates (if any)
+    and, with ``layers``, the per-layer table."""
+    doc = {"model": inp.last.arch["name"], "data": inp.last.data.get("spec"),
+           "stages": machine_rows(stage_rows(inp), STAGE_COLUMNS)}
+    search = search_rows(inp)
+    if search:
+        doc["search"] = machine_rows(search, SEARCH_COLUMNS)
+    if layers:
+        doc["layers"] = machine_rows(layer_rows(inp), LAYER_COLUMNS)
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
 def report_text(inp: Inputs, fmt="text", layers=False) -> str:
     """The per-stage table (and with ``layers`` the per-layer one) of :func:`read_inputs`' result.
-    Text and markdown end with the warnings of :func:`collapse_warnings`."""
+    Text and markdown end with the warnings of :func:`collapse_warnings`. ``json`` is one
+    document (:func:`report_json`); ``csv`` is one table: the stages, or with ``layers`` the
+    per-layer table alone."""
+    if not inp.records:
+        path = inp.files[-1][0]
+        raise CheckpointError(f"{path} holds no stage history to report: report reads the "
+                              "history of stage files and .dc files (a plain checkpoint has none)")
+    if fmt == "json":
+        return report_json(inp, layers)
+    if fmt == "csv":
+        return render(layer_rows(inp), LAYER_COLUMNS, fmt, commands=False) if layers else \
+            render(stage_rows(inp), STAGE_COLUMNS, fmt)
     text = render(stage_rows(inp), STAGE_COLUMNS, fmt,
                   title=f"{inp.last.arch['name']} on {inp.last.data.get('spec')}")
     search = search_rows(inp)

@@ -1,8 +1,10 @@
 """compress end to end on digits, its resumption, and the embedded demo."""
+import pytest
 import torch
 
 from deepcomp.cli import main
 from deepcomp.decode import read_dc
+from deepcomp.errors import UsageError
 from deepcomp.pipeline import CompressConfig, compress
 from deepcomp.prune import PruneConfig
 from deepcomp.quantize import QuantizeConfig
@@ -41,13 +43,32 @@ def test_compress_resumes_from_the_last_finished_stage(trained_lenet, digits, tm
     assert sum("resuming" in line for line in logs) == 2
     assert before == ((tmp_path / "m.pruned.pt").stat().st_mtime_ns,
                       (tmp_path / "m.quantized.pt").stat().st_mtime_ns)
-    # a different request for the quantization redoes it, but keeps the pruning
+    # a different request for the quantization: the stage file of other settings is not
+    # replaced silently (an error naming it, nothing changed); with force it is redone, and
+    # the pruning, made by the same settings, is kept
     cfg = _config()
     cfg.quantize.bits = "*=4"
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(UsageError, match="m.quantized.pt exists and was not made by these"):
+        compress(trained_lenet, digits, out, cfg, log=lambda *a: None)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
     logs = []
-    compress(trained_lenet, digits, out, cfg, log=logs.append)
+    compress(trained_lenet, digits, out, cfg, log=logs.append, force=True)
     assert sum("resuming" in line for line in logs) == 1
     assert load_stage(str(tmp_path / "m.quantized.pt")).quant["fc1.weight"]["bits"] == 4
+
+
+def test_compress_checks_patterns_and_options_before_any_stage(trained_lenet, digits, tmp_path):
+    """A pattern that matches no layer, or --fold-bn on a model without batch norm, trained
+    for minutes before it failed; now it fails first, writing nothing."""
+    for edit, msg in ((lambda c: setattr(c.quantize, "bits", "zz*=8,*=5"), "matches no layer"),
+                      (lambda c: setattr(c.encode, "fold_batchnorm", True), "no batch norm"),
+                      (lambda c: setattr(c.encode, "index_bits", "nope=4"), "matches no layer")):
+        cfg = _config()
+        edit(cfg)
+        with pytest.raises(UsageError, match=msg):
+            compress(trained_lenet, digits, str(tmp_path / "m.dc"), cfg, log=lambda *a: None)
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_demo_prints_the_per_stage_table(tmp_path, capsys):

@@ -103,4 +103,33 @@ def test_formats(fmt):
         assert "| pruned | 1,000 | 10.00% |" in out and "`deepcomp pruned x`" in out
     else:
         assert "20.0x" in out and "-0.75" in out and "deepcomp encoded x" in out
-    assert render(layer_rows(_inputs()), LAYER_COLUMNS, fmt)
+    layers = render(layer_rows(_inputs()), LAYER_COLUMNS, fmt)
+    rate = 32 * 100 / (8 * 150)                      # 2.666...: shown as 2.7x, kept as 2.67
+    if fmt == "json":
+        (row,) = json.loads(layers)
+        assert row == {"layer": "fc", "weights": 100, "kept": 1.0, "wbits_pq": 32,
+                       "wbits_pqh": 3.5, "ibits_pq": 5, "ibits_pqh": 2.5,
+                       "rate_pq": row["rate_pq"], "rate_pqh": round(rate, 2)}
+    elif fmt == "csv":
+        (row,) = csv.DictReader(io.StringIO(layers))
+        assert row["layer"] == "fc" and row["rate_pqh"] == "2.67" and row["wbits_pqh"] == "3.5"
+    else:
+        assert "fc" in layers and "2.7x" in layers and "3.50" in layers
+
+
+def test_machine_formats_round_floats_as_displayed():
+    inp = _inputs()
+    inp.records[1]["metrics"]["top1"] = 46.120000000000005
+    text = render(stage_rows(inp), STAGE_COLUMNS, "csv")
+    assert "46.12," in text and "46.120000000000005" not in text
+
+
+def test_json_report_is_one_document_and_csv_one_table():
+    from deepcomp.report import report_text
+    doc = json.loads(report_text(_inputs(), "json", layers=True))
+    assert doc["model"] == "lenet300" and [r["stage"] for r in doc["stages"]] == \
+        ["baseline", "pruned", "quantized", "encoded"]
+    assert doc["layers"][0]["layer"] == "fc"
+    for layers, first in ((False, "stage"), (True, "layer")):
+        rows = list(csv.reader(io.StringIO(report_text(_inputs(), "csv", layers=layers))))
+        assert rows[0][0] == first and all(len(r) == len(rows[0]) for r in rows)
