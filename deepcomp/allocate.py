@@ -25,7 +25,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import UsageError
-from .train import evaluate
+from .train import Progress, evaluate
 
 __all__ = ["SPARSITY_GRID", "sample_split", "prune_one_layer", "SparsityScan", "scan_sparsity",
            "allocate_from_scan", "allocate_sparsity", "allocate_bits"]
@@ -89,7 +89,7 @@ def _evaluate_with(model: nn.Module, param: nn.Parameter, value: torch.Tensor, d
     saved = param.detach().clone()
     param.copy_(value)
     try:
-        return evaluate(model, data, device)
+        return evaluate(model, data, device, progress=False)     # the scan shows its own bar
     finally:
         param.copy_(saved)
 
@@ -128,15 +128,18 @@ def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict
     from .prune import sparsity_of
     masks = masks or {}
     params = dict(model.named_parameters())
-    base = evaluate(model, data, device)["loss"]
+    base = evaluate(model, data, device, progress=False)["loss"]
     scan = SparsityScan({}, {}, {})
-    for n in names:
+    bar = Progress(True, len(names), "sensitivity scan", tty_only=True)
+    for i, n in enumerate(names):
+        bar.update(i, lambda: n.removesuffix(".weight"))
         now = sparsity_of(masks, [n]) if n in masks else 0.0
         grid = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
         curve = [base] + [m["loss"] for m in prune_one_layer(model, n, grid[1:], data, device,
                                                              masks)]
         scan.losses[n], scan.sparsities[n] = _non_decreasing(curve), grid
         scan.sizes[n] = params[n].numel()
+        bar.close()
         log(f"  {n:32s} loss " + " ".join(f"{v:.3f}" for v in curve))
     return scan
 
@@ -176,7 +179,9 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
     top = min(MAX_BITS, math.ceil(target) + 2)      # more is never chosen at this mean
     params = dict(model.named_parameters())
     costs, gains = {}, {}
-    for n, keep in kept.items():
+    bar = Progress(True, len(kept), "bit-width scan", tty_only=True)
+    for i, (n, keep) in enumerate(kept.items()):
+        bar.update(i, lambda: n.removesuffix(".weight"))
         w = params[n].detach()
         on = keep.to(w.device)
         curve = []
@@ -186,6 +191,7 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
             curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
         count = int(keep.sum())
         costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
+        bar.close()
         log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
     need = (top - target) * sum(int(k.sum()) for k in kept.values())
     if need <= 0:

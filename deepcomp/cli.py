@@ -269,7 +269,9 @@ def check_outputs(a, outputs: list[str]) -> None:
 
 def main_print(*args, **kw):
     from . import dist
+    from .train import end_line
     if dist.is_main():
+        end_line()
         print(*args, **kw, flush=True)
 
 
@@ -882,6 +884,7 @@ def main(argv=None) -> int:
     from . import dist
     from .resume import Stopped, handle_stop_signals
     ok = False
+    from .train import end_line
     try:
         a.given = given_options(a.parser, argv)
         check_options(a, a.given)
@@ -889,22 +892,27 @@ def main(argv=None) -> int:
             a.fn(a)
         ok = True
     except Stopped as e:
+        end_line()
         if dist.is_main():
             sys.stderr.write(f"deepcomp {a.command}: {e}\n")
         return e.exit_code
     except UsageError as e:
+        end_line()
         sys.stderr.write(f"deepcomp {a.command}: error: {e}\n")
         return 2
     except DeepcompError as e:
+        end_line()
         sys.stderr.write(f"deepcomp {a.command}: error: {e}\n")
         return 1
     except KeyboardInterrupt:
+        end_line()
         sys.stderr.write(f"deepcomp {a.command}: interrupted\n")
         return 130
     except BrokenPipeError:         # e.g. `deepcomp encode ... | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as e:
+        end_line()
         sys.stderr.write(f"deepcomp {a.command}: error: {e.strerror or e}: {e.filename or ''}\n")
         return 1
     finally:

@@ -367,6 +367,8 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
             if cfg.gradual:
                 thresholds = keeper.thresholds
         rounds.append(rnd)
+    if checkpoint is not None:          # wall time over every run of a resumed stage
+        t0 -= checkpoint.before
     return _pruned_stage(sf, model, masks, thresholds, names, rounds, before, cfg, tcfg, data, t0)
 
 

@@ -33,7 +33,7 @@ from .patterns import resolve_setting
 from .sizes import stage_sizes
 from .sparse import default_weight_bits, is_prunable_weight
 from .stagefile import StageFile, as_stage, stage_record
-from .train import TrainConfig, evaluate, fit
+from .train import Progress, TrainConfig, evaluate, fit
 
 __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_bits",
            "check_quantized", "INITS", "MAX_BITS", "CodebookWeight", "round_float16"]
@@ -352,7 +352,9 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
         bits = layer_bits(sf.state_dict, config.bits, aliases)
     state = {k: v.clone() for k, v in sf.state_dict.items()}
     quant, layers = {}, {}
-    for name, b in bits.items():
+    bar = Progress(True, len(bits), "k-means", tty_only=True)
+    for i, (name, b) in enumerate(bits.items()):
+        bar.update(i, lambda: f"{name.removesuffix('.weight')} ({b} bits)")
         w = state[name]
         keep = _kept(sf, name)
         t1 = time.perf_counter()
@@ -369,6 +371,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
                         "inertia": inertia, "iterations": info["iterations"],
                         "seconds": round(time.perf_counter() - t1, 4)}
         state[name] = _lookup(quant[name]).to(w.dtype)
+    bar.close()
     for alias, first in aliases.items():      # a tied weight is its first name's tensor
         state[alias] = state[first].clone()
     out = StageFile(dict(sf.arch), dict(sf.data), state,
@@ -396,7 +399,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
             after = evaluate(out.build_model(), data, device)
             metrics.update(after)
         metrics["after_finetune"] = {k: metrics[k] for k in ("top1", "top5", "loss")}
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + (checkpoint.before if checkpoint is not None else 0.0)
     out.history.append(stage_record("quantized", {**config.to_dict(), "layer_bits": bits},
                                     metrics, stage_sizes(out), wall, layers=layers, epochs=epochs))
     return out

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from contextlib import contextmanager
 
 import torch
@@ -133,6 +134,9 @@ class Checkpoint:
 
     def __init__(self, path: str, fingerprint: dict, restart: bool = False, log=print):
         self.path, self.fingerprint, self.log = os.fspath(path), fingerprint, log
+        # Seconds the stage ran before this run (stored in the checkpoint), and when this run
+        # began: a resumed stage's wall time adds up over its runs.
+        self.before, self._t0 = 0.0, time.perf_counter()
         if restart and os.path.exists(self.path):
             if dist.is_main():
                 os.unlink(self.path)
@@ -156,11 +160,17 @@ class Checkpoint:
         if diff:
             raise ResumeMismatchError(f"{self.path} was made by other settings ({diff}): "
                                       "run the same command to resume, or --restart to discard it")
+        self.before = float(obj.get("elapsed", 0.0))
         return obj["state"]
+
+    def elapsed(self) -> float:
+        """Seconds the stage has run, over every run of it so far."""
+        return self.before + time.perf_counter() - self._t0
 
     def save(self, state: dict) -> None:
         from .stagefile import atomic_write
-        obj = {"format": CKPT_FORMAT, "fingerprint": self.fingerprint, "state": state}
+        obj = {"format": CKPT_FORMAT, "fingerprint": self.fingerprint, "state": state,
+               "elapsed": self.elapsed()}
         atomic_write(self.path, lambda f: torch.save(obj, f))
 
     def remove(self) -> None:

@@ -22,7 +22,7 @@ from .data import Batches, Dataset
 from .errors import UsageError
 
 __all__ = ["TrainConfig", "fit", "evaluate", "resolve_device", "resolve_precision",
-           "fast_bf16", "distill_loss", "PRECISIONS"]
+           "fast_bf16", "distill_loss", "PRECISIONS", "Progress", "end_line"]
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -168,16 +168,28 @@ def _lr_at(cfg: TrainConfig, t: float) -> float:
     raise UsageError(f"unknown schedule {cfg.schedule!r}; expected cosine, step or constant")
 
 
-class _Progress:
-    """A one-line progress bar on stderr, redrawn at most a few times a second."""
+_open_line = [False]       # a progress bar is drawn on the terminal, its line not ended
 
-    def __init__(self, enabled: bool, total: int, desc: str):
-        self.enabled = enabled and dist.is_main()
+
+def end_line() -> None:
+    """End a progress bar's line on the terminal, so the next message starts on its own."""
+    if _open_line[0]:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _open_line[0] = False
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most a few times a second. ``tty_only``:
+    drawn on a terminal only (else a line every 30 s, for training logs)."""
+
+    def __init__(self, enabled: bool, total: int, desc: str, tty_only: bool = False):
+        self.tty = sys.stderr.isatty()
+        self.enabled = enabled and dist.is_main() and (self.tty or not tty_only)
         self.total, self.desc = total, desc
         self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
 
-    def update(self, i: int, text: Callable[[], str], final=False):
+    def update(self, i: int, text: Callable[[], str] = lambda: "", final=False):
         now = time.monotonic()
         if not self.enabled or (not final and now - self.last < (0.25 if self.tty else 30)):
             return
@@ -188,6 +200,14 @@ class _Progress:
         end = "\n" if final or not self.tty else ""
         sys.stderr.write(f"\r{self.desc} [{bar}] {i}/{self.total} {text()}{end}")
         sys.stderr.flush()
+        _open_line[0] = not end
+
+    def close(self) -> None:
+        """Clear a terminal bar that was drawn (the caller prints its own result)."""
+        if self.enabled and self.tty and _open_line[0]:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            _open_line[0] = False
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -252,9 +272,13 @@ def _compiled(net: nn.Module, cfg: TrainConfig, total_steps: int):
             total_steps < COMPILE_MIN_STEPS or dist.active()):
         return None
     try:
-        return torch.compile(net)
+        compiled = torch.compile(net)
     except Exception:        # no compiler backend here: eager it is
         return None
+    if cfg.progress and dist.is_main():
+        print("torch.compile: the first training step compiles the model (about half a "
+              "minute on a CPU)", flush=True)
+    return compiled
 
 
 def _to_cpu(obj):
@@ -337,7 +361,7 @@ class _Run:
         loss_sum = torch.tensor(sums[0] if skip else 0.0, device=device)
         correct = torch.tensor(sums[1] if skip else 0, device=device, dtype=torch.long)
         seen = sums[2] if skip else 0
-        bar = _Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
+        bar = Progress(cfg.progress, steps, f"{desc} {epoch + 1}/{cfg.epochs}")
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(self.batches):
             if i < skip:            # a resumed epoch replays its batches up to where it stopped
@@ -408,7 +432,7 @@ class _Run:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, device: str = "auto", batch_size: int = 1000,
-             split: str = "test") -> dict:
+             split: str = "test", progress: bool = True) -> dict:
     """Top-1 and top-5 accuracy (percent) and mean cross-entropy on a split.
     Under torchrun each rank scores a contiguous share and the sums are reduced."""
     dev = resolve_device(device)
@@ -419,12 +443,16 @@ def evaluate(model: nn.Module, data: Dataset, device: str = "auto", batch_size: 
     r, w = dist.rank(), dist.world_size()
     lo, hi = len(y) * r // w, len(y) * (r + 1) // w
     stats = torch.zeros(4, device=dev, dtype=torch.float64)
-    for xb, yb in Batches(x[lo:hi], y[lo:hi], batch_size, data.mean, data.std, device=dev):
+    batches = Batches(x[lo:hi], y[lo:hi], batch_size, data.mean, data.std, device=dev)
+    bar = Progress(progress, len(batches), f"evaluate ({hi - lo:,} images)", tty_only=True)
+    for i, (xb, yb) in enumerate(batches):
+        bar.update(i)
         out = model(xb).float()
         hit = out.topk(min(5, out.shape[1]), 1).indices == yb[:, None]
         stats += torch.stack([hit[:, 0].sum(), hit.any(1).sum(),
                               F.cross_entropy(out, yb, reduction="sum"),
                               torch.tensor(len(yb), device=dev)]).double()
+    bar.close()
     n, top1, top5, loss = dist.all_reduce_sum(stats)[[3, 0, 1, 2]].tolist()
     return {"top1": round(100 * top1 / n, 4), "top5": round(100 * top5 / n, 4),
             "loss": round(loss / n, 6), "images": int(n)}

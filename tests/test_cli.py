@@ -140,3 +140,26 @@ def test_compress_target_mode(files, capsys):
     assert c == 0, err
     assert "target mode: at most 2.0 points" in out and "3 of 3 epochs used" in out
     assert (files / "t.dc").exists() and not (files / "t.search").exists()
+
+
+def test_messages_after_a_progress_bar_start_on_a_fresh_line(monkeypatch, capsys):
+    """On a terminal the bar's line is left open while it is redrawn; whatever is printed next
+    (the Ctrl-C message, a log line) must not land on it."""
+    import io
+    from deepcomp import train
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = train.Progress(True, 10, "retrain 1/1", tty_only=True)
+    bar.last -= 1                                # due for a redraw
+    bar.update(3, lambda: "loss 0.1")
+    assert err.getvalue().startswith("\rretrain 1/1 [") and not err.getvalue().endswith("\n")
+    from deepcomp.cli import main_print
+    main_print("iteration 1/1: top-1 90.00%")
+    assert err.getvalue().endswith("\n")          # the bar's line ended first
+    assert capsys.readouterr().out == "iteration 1/1: top-1 90.00%\n"
+    train.end_line()                              # nothing open: nothing written
+    assert err.getvalue().count("\n") == 1

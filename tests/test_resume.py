@@ -127,3 +127,22 @@ def test_sigterm_stops_the_command_which_then_resumes(tmp_path, trained_lenet):
     assert "resuming from" in done.stdout
     assert out.exists() and not ckpt.exists()          # removed once the stage finished
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_a_resumed_stage_records_the_time_of_every_run(tmp_path, trained_lenet, digits,
+                                                       monkeypatch):
+    """docs/STAGEFILE.md: wall_time is the seconds the stage took; a stage stopped and resumed
+    counted only its last run."""
+    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
+    path = tmp_path / "p.pt.ckpt"
+    with monkeypatch.context() as m:
+        stop_after(m, 5)
+        with pytest.raises(Stopped):
+            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    saved = torch.load(path, weights_only=True)
+    assert 0 < saved["elapsed"] < 600
+    saved["elapsed"] = 1000.0                  # as if the first run had taken 1,000 s
+    torch.save(saved, path)
+    out = prune(trained_lenet, digits, cfg, log=noop,
+                checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    assert 1000 < out.history[-1]["wall_time"] < 1600
