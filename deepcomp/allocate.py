@@ -120,23 +120,63 @@ class SparsityScan:
     sizes: dict
 
 
+def _resumable(done: dict | None, save) -> tuple[dict, callable]:
+    """A scan's results so far (``done``, layer -> curve, from a checkpoint) and the function
+    that records one more layer's (and saves them all, where ``save`` is given): a scan of a
+    deep network takes up to an hour, and a stopped one resumes at its next layer."""
+    from . import resume as rs
+    done = dict(done or {})
+
+    def record(name, curve):
+        done[name] = [float(v) for v in curve]
+        if save is not None:
+            save(done)
+            signum = rs.stop_requested()
+            if signum:
+                raise rs.Stopped(f"stopped during a scan, {len(done)} layers done; run the "
+                                 "same command to resume", signum)
+    return done, record
+
+
 def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict | None = None,
-                  min_keep: float = 0.01, device="auto", log=print) -> SparsityScan:
+                  min_keep: float = 0.01, device="auto", log=print, done: dict | None = None,
+                  save=None) -> SparsityScan:
     """Each layer of ``names`` alone pruned by magnitude to each of :data:`SPARSITY_GRID` (up to
     ``1 - min_keep``), its loss on ``data`` (use :func:`sample_split`). Already-pruned weights
-    (``masks``) stay pruned."""
+    (``masks``) stay pruned. ``done``: the curves of layers scanned before (a resumed scan);
+    ``save(curves)`` is called after each layer."""
     from .prune import sparsity_of
     masks = masks or {}
     params = dict(model.named_parameters())
-    base = evaluate(model, data, device, progress=False)["loss"]
+    done, record = _resumable(done, save)
+    with _deferred_signals(save):
+        return _scan_layers(model, data, names, masks, min_keep, device, log, done, record,
+                            params, sparsity_of)
+
+
+def _deferred_signals(save):
+    """A resumable scan (``save`` given) takes a stop signal at its next layer, as training
+    takes it at its next step; otherwise a signal stops it at once."""
+    from contextlib import nullcontext
+    from . import resume as rs
+    return rs.training() if save is not None else nullcontext()
+
+
+def _scan_layers(model, data, names, masks, min_keep, device, log, done, record, params,
+                 sparsity_of) -> SparsityScan:
+    base = evaluate(model, data, device, progress=False)["loss"] if len(done) < len(names) else 0
     scan = SparsityScan({}, {}, {})
     bar = Progress(True, len(names), "sensitivity scan", tty_only=True)
     for i, n in enumerate(names):
         bar.update(i, lambda: n.removesuffix(".weight"))
         now = sparsity_of(masks, [n]) if n in masks else 0.0
         grid = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
-        curve = [base] + [m["loss"] for m in prune_one_layer(model, n, grid[1:], data, device,
-                                                             masks)]
+        if n in done:
+            curve = done[n]
+        else:
+            curve = [base] + [m["loss"] for m in prune_one_layer(model, n, grid[1:], data,
+                                                                 device, masks)]
+            record(n, curve)
         scan.losses[n], scan.sparsities[n] = _non_decreasing(curve), grid
         scan.sizes[n] = params[n].numel()
         bar.close()
@@ -163,36 +203,28 @@ def allocate_from_scan(scan: SparsityScan, target: float) -> dict[str, float]:
 
 def allocate_sparsity(model: nn.Module, data: Dataset, names: list[str], target: float,
                       masks: dict | None = None, min_keep: float = 0.01, device="auto",
-                      log=print) -> dict[str, float]:
-    """:func:`scan_sparsity`, then :func:`allocate_from_scan` for ``target``."""
-    return allocate_from_scan(scan_sparsity(model, data, names, masks, min_keep, device, log),
-                              target)
+                      log=print, done: dict | None = None, save=None) -> dict[str, float]:
+    """:func:`scan_sparsity` (resumable: ``done``, ``save``), then :func:`allocate_from_scan`
+    for ``target``."""
+    return allocate_from_scan(scan_sparsity(model, data, names, masks, min_keep, device, log,
+                                            done, save), target)
 
 
 def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor], target: float,
-                  quantizer, device="auto", log=print) -> dict[str, int]:
+                  quantizer, device="auto", log=print, done: dict | None = None,
+                  save=None) -> dict[str, int]:
     """Bits per layer (``kept``: name -> bool mask of the weights that are stored) whose mean
     over the kept weights is at most ``target``, from each layer's loss on ``data`` as it alone
-    is quantized to each bit width; ``quantizer(values, bits)`` returns the quantized values."""
+    is quantized to each bit width; ``quantizer(values, bits)`` returns the quantized values.
+    Resumable as :func:`scan_sparsity` (``done``, ``save``)."""
     if not MIN_BITS <= target <= MAX_BITS:
         raise UsageError(f"--bits auto: the mean must be in [{MIN_BITS}, {MAX_BITS}], got {target}")
     top = min(MAX_BITS, math.ceil(target) + 2)      # more is never chosen at this mean
     params = dict(model.named_parameters())
-    costs, gains = {}, {}
-    bar = Progress(True, len(kept), "bit-width scan", tty_only=True)
-    for i, (n, keep) in enumerate(kept.items()):
-        bar.update(i, lambda: n.removesuffix(".weight"))
-        w = params[n].detach()
-        on = keep.to(w.device)
-        curve = []
-        for b in range(top, MIN_BITS - 1, -1):
-            q = w.clone()
-            q[on] = quantizer(w[on], b).to(w.device, w.dtype)
-            curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
-        count = int(keep.sum())
-        costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
-        bar.close()
-        log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
+    done, record = _resumable(done, save)
+    with _deferred_signals(save):
+        costs, gains = _bit_curves(model, data, kept, quantizer, device, log, done, record,
+                                   params, top)
     need = (top - target) * sum(int(k.sum()) for k in kept.values())
     if need <= 0:
         return {n: top for n in kept}
@@ -200,3 +232,27 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
     if partial:                 # whole bits only: take the crossing step, the mean goes under
         level[partial[0]] += 1
     return {n: top - level[n] for n in kept}
+
+
+def _bit_curves(model, data, kept, quantizer, device, log, done, record, params, top):
+    """Each layer's loss at ``top`` down to MIN_BITS bits, made non-decreasing, and what each
+    level saves: (costs, gains) for :func:`_greedy`."""
+    costs, gains = {}, {}
+    bar = Progress(True, len(kept), "bit-width scan", tty_only=True)
+    for i, (n, keep) in enumerate(kept.items()):
+        bar.update(i, lambda: n.removesuffix(".weight"))
+        w = params[n].detach()
+        on = keep.to(w.device)
+        curve = done.get(n)
+        if curve is None or len(curve) != top - MIN_BITS + 1:
+            curve = []
+            for b in range(top, MIN_BITS - 1, -1):
+                q = w.clone()
+                q[on] = quantizer(w[on], b).to(w.device, w.dtype)
+                curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
+            record(n, curve)
+        count = int(keep.sum())
+        costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
+        bar.close()
+        log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
+    return costs, gains

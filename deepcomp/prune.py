@@ -281,12 +281,28 @@ def _setting(cfg: PruneConfig, names: list[str]):
                            RANGES["sparsity"].text("sparsity"))
 
 
-def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log) -> dict:
+def _allocated(model, names, masks, data, cfg: PruneConfig, target: float, log, checkpoint,
+               saved: dict | None) -> dict:
+    """:func:`_allocate`, resumable: the allocation a checkpoint holds, else the scan from the
+    layers it holds on, saved after each layer (a scan of a deep network takes up to an hour)."""
+    if saved is not None and "allocation" in saved:
+        return saved["allocation"]
+    save = (lambda curves: checkpoint.save({"scan": curves})) if checkpoint is not None else None
+    alloc = _allocate(model, names, masks, data, cfg, target, log, (saved or {}).get("scan"),
+                      save)
+    if checkpoint is not None:
+        checkpoint.save({"allocation": alloc})
+    return alloc
+
+
+def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log, done=None,
+              save=None) -> dict:
     """Per-layer sparsities from a sensitivity scan (deepcomp.allocate) for one target."""
     from .allocate import allocate_sparsity, sample_split
-    log(f"sensitivity scan: {len(names)} layers, loss on {cfg.scan_images} training images")
+    log(f"sensitivity scan: {len(names)} layers, loss on {cfg.scan_images} training images"
+        + (f" ({len(done)} done before)" if done else ""))
     alloc = allocate_sparsity(model, sample_split(data, cfg.scan_images, cfg.train.seed), names,
-                              target, masks, cfg.min_keep, cfg.train.device, log)
+                              target, masks, cfg.min_keep, cfg.train.device, log, done, save)
     log("allocated: " + ", ".join(f"{n.removesuffix('.weight')} {100 * s:.1f}%"
                                   for n, s in alloc.items()))
     return alloc
@@ -331,8 +347,11 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
     model = sf.build_model()
     names = prunable_names(model)
     setting = _setting(cfg, names)
+    saved = checkpoint.load() if checkpoint is not None else None
     if cfg.method == "sensitivity":
-        setting = _allocate(model, names, sf.masks, data, cfg, setting, log)
+        setting = _allocated(model, names, sf.masks, data, cfg, setting, log, checkpoint, saved)
+    if saved is not None and "round" not in saved:     # stopped before any retraining
+        saved = None
     tcfg = replace(cfg.train, epochs=cfg.retrain_epochs,
                    lr=cfg.retrain_lr if cfg.retrain_lr is not None else _default_retrain_lr(sf))
     if tcfg.distill_weight > 0 and teacher is None:
@@ -340,7 +359,6 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
     params = dict(model.named_parameters())
     stds = {n: float(params[n].detach().float().std()) for n in names}
     masks = _input_masks(sf, cfg, params, names)
-    saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         masks, rounds, before = saved["masks"], saved["rounds"], saved["before"]
         log(_resume_message(checkpoint, saved, cfg, tcfg))
@@ -360,7 +378,8 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
             masks, thresholds = rnd.pop("masks"), rnd.pop("thresholds")
         if data is not None and cfg.retrain_epochs > 0:
             keeper = _mask_keeper(model, masks, cfg, tcfg, setting, stds, data, log)
-            save = (_round_saver(checkpoint, k, keeper, rounds, rnd, before)
+            extra = {"allocation": setting} if cfg.method == "sensitivity" else {}
+            save = (_round_saver(checkpoint, k, keeper, rounds, rnd, before, extra)
                     if checkpoint is not None else None)
             masks = _retrain_round(model, keeper, names, rnd, k, cfg, tcfg, data, teacher, log,
                                    saved["fit"] if resumed else None, save)
@@ -419,12 +438,13 @@ def _mask_keeper(model, masks, cfg: PruneConfig, tcfg: TrainConfig, setting, std
     return MaskKeeper(model, masks)
 
 
-def _round_saver(checkpoint, k: int, keeper: MaskKeeper, rounds: list, rnd: dict, before: dict):
+def _round_saver(checkpoint, k: int, keeper: MaskKeeper, rounds: list, rnd: dict, before: dict,
+                 extra: dict):
     """The ``checkpoint`` callback of round ``k``'s retraining: the state of the whole stage,
-    with the retraining's own (``fit``) state."""
+    with the retraining's own (``fit``) state and ``extra`` (the sensitivity allocation)."""
     def save(fit_state):
         checkpoint.save({"round": k, "masks": keeper.cpu_masks(), "rounds": rounds,
-                         "current": rnd, "before": before, "fit": fit_state})
+                         "current": rnd, "before": before, "fit": fit_state, **extra})
     return save
 
 

@@ -238,7 +238,8 @@ def round_float16(x: torch.Tensor) -> torch.Tensor:
 
 def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
               teacher: nn.Module | None = None, checkpoint=None,
-              float16: bool = False) -> tuple[dict, list]:
+              float16: bool = False, saved: dict | None = None,
+              extra: dict | None = None) -> tuple[dict, list]:
     """Train the codebooks of ``model`` in place; return ``(codebooks, epoch history)``.
 
     Weight decay: ``train.fit`` decays only tensors of 2 or more dimensions, so the 1-D
@@ -253,15 +254,15 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
         parametrize.register_parametrization(mod, "weight", param)
         mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
     from . import resume as rs
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        fs = saved["fit"]
+    fs = (saved or {}).get("fit")
+    if fs is not None:
         checkpoint.log(f"resuming from {checkpoint.path}: fine-tuning epoch "
-              f"{min(fs['epoch'] + 1, cfg.epochs)}/{cfg.epochs}" + (f", step {fs['step']}" if fs["step"] else ""))
+                       f"{min(fs['epoch'] + 1, cfg.epochs)}/{cfg.epochs}"
+                       + (f", step {fs['step']}" if fs["step"] else ""))
     try:
-        history = fit(model, data, cfg, desc="quantize fine-tune", teacher=teacher,
-                      resume=saved["fit"] if saved else None,
-                      checkpoint=(lambda st: checkpoint.save({"fit": st})) if checkpoint else None)
+        history = fit(model, data, cfg, desc="quantize fine-tune", teacher=teacher, resume=fs,
+                      checkpoint=(lambda st: checkpoint.save({"fit": st, **(extra or {})}))
+                      if checkpoint else None)
     except rs.Stopped as e:
         raise rs.Stopped(f"stopped fine-tuning at {e}; run the same command to resume",
                          e.signum) from None
@@ -296,9 +297,13 @@ def layer_bits(state_dict: dict, bits=None, aliases=()) -> dict[str, int]:
                            f"1 to {MAX_BITS} bits", default=paper)
 
 
-def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases) -> dict:
+def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases,
+               checkpoint=None, saved: dict | None = None) -> dict:
     """``bits='auto:B'``: per-layer bits from a sensitivity scan (deepcomp.allocate), B on
-    average over the kept weights."""
+    average over the kept weights. Resumable: the bits a checkpoint holds, else the scan from
+    the layers it holds on, saved after each layer."""
+    if saved is not None and "bits" in saved:
+        return saved["bits"]
     from .allocate import allocate_bits, sample_split
     try:
         target = float(str(cfg.bits).partition(":")[2])
@@ -312,8 +317,13 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
         c, labels, _ = _cluster(values, b, cfg)        # numpy, on the CPU
         return torch.from_numpy(c[labels]).to(values.device, torch.float32)
     sample = sample_split(data, cfg.scan_images, cfg.finetune.seed)
-    return allocate_bits(sf.build_model(), sample, {n: _kept(sf, n) for n in names}, target,
-                         quantizer, cfg.finetune.device, log=lambda *a: None)
+    save = (lambda curves: checkpoint.save({"scan": curves})) if checkpoint is not None else None
+    bits = allocate_bits(sf.build_model(), sample, {n: _kept(sf, n) for n in names}, target,
+                         quantizer, cfg.finetune.device, log=lambda *a: None,
+                         done=(saved or {}).get("scan"), save=save)
+    if checkpoint is not None:
+        checkpoint.save({"bits": bits})
+    return bits
 
 
 def _cluster(values: torch.Tensor, bits: int, cfg: QuantizeConfig, info: dict | None = None):
@@ -346,8 +356,9 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
     sf = as_stage(sf, data)
     t0 = time.perf_counter()
     aliases = sf.aliases()
+    saved = checkpoint.load() if checkpoint is not None else None
     if str(config.bits).startswith("auto"):
-        bits = _auto_bits(sf, data, config, aliases)
+        bits = _auto_bits(sf, data, config, aliases, checkpoint, saved)
     else:
         bits = layer_bits(sf.state_dict, config.bits, aliases)
     state = {k: v.clone() for k, v in sf.state_dict.items()}
@@ -386,8 +397,9 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
         if config.finetune.epochs > 0:
             if config.finetune.distill_weight > 0 and teacher is None:
                 teacher = sf.build_model()
+            auto = {"bits": bits} if str(config.bits).startswith("auto") else {}
             codebooks, epochs = _finetune(model, quant, data, config.finetune, teacher,
-                                          checkpoint, config.float16_codebooks)
+                                          checkpoint, config.float16_codebooks, saved, auto)
             for name, cb in codebooks.items():
                 quant[name]["codebook"] = cb
             fitted = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -146,3 +146,54 @@ def test_a_resumed_stage_records_the_time_of_every_run(tmp_path, trained_lenet, 
     out = prune(trained_lenet, digits, cfg, log=noop,
                 checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
     assert 1000 < out.history[-1]["wall_time"] < 1600
+
+
+def _count_layers(monkeypatch, module, name):
+    """Count the calls of ``module.name`` (one per layer scanned)."""
+    calls = []
+    real = getattr(module, name)
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_stopped_sensitivity_scan_resumes_at_its_next_layer(tmp_path, trained_lenet, digits,
+                                                              monkeypatch):
+    from deepcomp import allocate
+    cfg = PruneConfig(method="sensitivity", sparsity="0.8", retrain_epochs=1, scan_images=300,
+                      train=quiet(seed=2))
+    ref = prune(trained_lenet, digits, cfg, log=noop)
+    path = tmp_path / "p.pt.ckpt"
+    with monkeypatch.context() as m:
+        stop_after(m, 1)                   # the signal comes while the second layer is scanned
+        with pytest.raises(Stopped, match="stopped during a scan, 2 layers done"):
+            prune(trained_lenet, digits, cfg, log=noop,
+                  checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    with monkeypatch.context() as m:
+        scanned = _count_layers(m, allocate, "prune_one_layer")
+        out = prune(trained_lenet, digits, cfg, log=noop,
+                    checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    assert len(scanned) == 1                       # only the third of LeNet-300-100's layers
+    _same(out, ref)
+
+
+def test_a_stopped_bit_width_scan_resumes_at_its_next_layer(tmp_path, trained_lenet, digits,
+                                                            monkeypatch):
+    from deepcomp import allocate
+    pruned = prune(trained_lenet, None, PruneConfig(method="global", sparsity="0.7"))
+    cfg = QuantizeConfig(bits="auto:3", scan_images=300, finetune=quiet(epochs=1, lr=1e-3))
+    ref = quantize(pruned, digits, cfg)
+    path = tmp_path / "q.pt.ckpt"
+    with monkeypatch.context() as m:
+        stop_after(m, 1)
+        with pytest.raises(Stopped, match="stopped during a scan, 2 layers done"):
+            quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
+    with monkeypatch.context() as m:
+        evaluated = _count_layers(m, allocate, "_evaluate_with")
+        out = quantize(pruned, digits, cfg, checkpoint=_ckpt(path, "quantize", cfg, pruned))
+    assert len(evaluated) == 4                     # one layer at 5, 4, 3 and 2 bits
+    assert out.history[-1]["config"]["layer_bits"] == ref.history[-1]["config"]["layer_bits"]
+    _same(out, ref)
