@@ -26,7 +26,9 @@ from pathlib import Path
 from deepcomp.pipeline import stage_paths
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("DEEPCOMP_SHARED", ROOT.parent / "shared"))
+# Paths as the commands are run (from the repository's root) and recorded in every file's
+# history: relative, so no file holds the path of the machine that made it.
+SHARED = Path(os.path.relpath(os.environ.get("DEEPCOMP_SHARED", ROOT.parent / "shared"), ROOT))
 MNIST = f"mnist:{SHARED / 'data' / 'mnist'}"
 CIFAR = f"cifar10:{SHARED / 'data' / 'cifar-10-batches-py'}"
 RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
@@ -129,6 +131,8 @@ def machine() -> str:
 
 def run(name: str, out_dir: Path, fresh: bool) -> None:
     recipe = RECIPES[name]
+    out_dir = Path(os.path.relpath(out_dir, ROOT))
+    os.chdir(ROOT)
     out_dir.mkdir(parents=True, exist_ok=True)
     exe = str(Path(sys.executable).with_name("deepcomp"))
     done, prev, files = [], None, []
