@@ -1,5 +1,6 @@
 """The command line as a user meets it: exit codes, one-line errors, files written or not."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -57,10 +58,19 @@ def test_mismatched_checkpoint_is_one_line(tmp_path, capsys):
     assert c == 1 and "missing keys" in err and err.count("\n") == 1
 
 
-def test_console_script_entry_point():
-    r = subprocess.run([sys.executable, "-m", "deepcomp", "models", "resnet2*"],
-                       capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_console_script_entry_point(how):
+    """The installed `deepcomp` command (pyproject's [project.scripts]) and `python -m`."""
+    script = shutil.which("deepcomp", path=os.path.dirname(sys.executable)) or \
+        shutil.which("deepcomp")
+    if how == "script" and script is None:
+        pytest.fail("no `deepcomp` command next to this Python: is the package installed?")
+    argv = [script] if how == "script" else [sys.executable, "-m", "deepcomp"]
+    r = subprocess.run([*argv, "models", "resnet2*"], capture_output=True, text=True, check=True)
     assert "resnet20" in r.stdout and "269,722" in r.stdout
+    v = subprocess.run([*argv, "--version"], capture_output=True, text=True, check=True)
+    from deepcomp import __version__
+    assert v.stdout.strip() == f"deepcomp {__version__}"
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ def test_mnist_reader(tmp_path, gz):
                    rng.integers(0, 10, n, dtype=np.uint8), 2049, gz)
     d = load_data(f"mnist:{tmp_path}")
     assert d.train_x.shape == (20, 1, 28, 28) and d.test_y.shape == (10,)
+    rng = np.random.default_rng(0)                 # the same draws, in the same order
+    for x, y, n in ((d.train_x, d.train_y, 20), (d.test_x, d.test_y, 10)):
+        want_x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        want_y = rng.integers(0, 10, n, dtype=np.uint8)
+        assert np.array_equal(x[:, 0].numpy(), want_x) and y.tolist() == want_y.tolist()
+    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
 
 
 def test_cifar_reader(tmp_path):
@@ -60,15 +66,38 @@ def test_cifar_reader_refuses_code_in_pickles(tmp_path):
         load_data(f"cifar10:{tmp_path}")
 
 
-def test_imagefolder(tmp_path):
+def _images(root, classes, n, size=(12, 10)):
     from PIL import Image
-    for c in ("cat", "dog"):
-        (tmp_path / c).mkdir()
-        for i in range(5):
-            Image.new("RGB", (12, 10), (i * 40, 0, 0)).save(tmp_path / c / f"{i}.png")
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            # the red channel names the image: class index x 50 + i
+            Image.new("RGB", size, (classes.index(c) * 50 + i, 7, 0)).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_holds_out_a_seeded_fifth(tmp_path):
+    _images(tmp_path, ["cat", "dog"], 10)
     d = load_data(f"imagefolder:{tmp_path}")
     assert d.classes == ["cat", "dog"] and d.input_size == (3, 10, 12)
-    assert len(d.train_y) + len(d.test_y) == 10
+    assert (len(d.train_y), len(d.test_y)) == (16, 4)                 # 20%, held out
+    names = lambda x: sorted(int(v) for v in x[:, 0, 0, 0])          # noqa: E731
+    assert sorted(names(d.train_x) + names(d.test_x)) == list(range(10)) + list(range(50, 60))
+    for x, y in ((d.train_x, d.train_y), (d.test_x, d.test_y)):       # labels follow images
+        assert [int(v) // 50 for v in x[:, 0, 0, 0]] == y.tolist()
+    again = load_data(f"imagefolder:{tmp_path}")                    # the same split each time
+    assert torch.equal(again.test_x, d.test_x) and torch.equal(again.train_y, d.train_y)
+    assert d.mean[1] == round(7 / 255, 4) and d.std[1] == 0.0
+
+
+@pytest.mark.parametrize("held_out", ["val", "test"])
+def test_imagefolder_train_and_val_folders(tmp_path, held_out):
+    _images(tmp_path / "train", ["a", "b", "c"], 4)
+    _images(tmp_path / held_out, ["a", "b", "c"], 2, size=(24, 20))   # resized to train's size
+    d = load_data(f"imagefolder:{tmp_path}")
+    assert d.classes == ["a", "b", "c"] and d.input_size == (3, 10, 12)
+    assert d.train_y.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert d.test_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [int(v) for v in d.test_x[:, 0, 5, 6]] == [0, 1, 50, 51, 100, 101]
 
 
 @pytest.mark.parametrize("spec,err,msg", [
@@ -90,13 +119,25 @@ def test_missing_files_say_what_was_expected(tmp_path):
 
 
 def test_crop_flip_moves_pixels_within_padding():
-    x = torch.arange(2 * 1 * 32 * 32, dtype=torch.int64).reshape(2, 1, 32, 32).to(torch.uint8)
-    g = torch.Generator().manual_seed(0)
-    y = crop_flip(x, g)
+    """Each output image is its input shifted by dy, dx in [-4, 4] (zero padding where it moves
+    in from outside) and, for some images, mirrored: checked against the shift and flip that
+    reproduce it, found by trying all 81 x 2 of them on distinct pixel values."""
+    n, h, w, pad = 16, 12, 10, 4
+    x = (torch.arange(n * h * w) % 251 + 1).reshape(n, 1, h, w).to(torch.uint8)   # no zeros
+    y = crop_flip(x, torch.Generator().manual_seed(0), pad)
     assert y.shape == x.shape and y.dtype == torch.uint8
-    # every output row is a (possibly flipped, shifted) run of an input row or zero padding
-    nonzero = y[y != 0]
-    assert set(nonzero.tolist()) <= set(x.reshape(-1).tolist())
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    seen = set()
+    for i in range(n):
+        matches = [(dy, dx, f) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                   for f in (False, True)
+                   if torch.equal(y[i], (lambda c: c.flip(-1) if f else c)(
+                       padded[i, :, dy:dy + h, dx:dx + w]))]
+        assert matches, f"image {i} is no shift or flip of its input"
+        seen.update((dy != pad or dx != pad, f) for dy, dx, f in matches[:1])
+    assert (True, True) in seen and (True, False) in seen     # shifts, with and without a flip
+    again = crop_flip(x, torch.Generator().manual_seed(0), pad)
+    assert torch.equal(y, again)                              # the seed decides it all
 
 
 def test_batches_normalize_and_shard(digits):
