@@ -104,29 +104,58 @@ def test_a_damaged_checkpoint_is_a_one_line_error(tmp_path, trained_lenet, digit
         prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
 
 
-def test_sigterm_stops_the_command_which_then_resumes(tmp_path, trained_lenet):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT (Ctrl-C)"])
+def test_a_signal_stops_the_command_which_then_resumes_to_the_same_weights(
+        tmp_path, trained_lenet, sig, code):
+    """README: SIGTERM or Ctrl-C stops at the next step with the checkpoint written (exit 143
+    or 130); the same command resumes and ends with the weights of a run never stopped."""
     base = tmp_path / "b.pt"
     save_stage(str(base), trained_lenet)
     out, ckpt = tmp_path / "p.pt", tmp_path / "p.pt.ckpt"
-    cmd = [sys.executable, "-m", "deepcomp", "prune", str(base), "--data", "digits",
-           "--method", "global", "--sparsity", "0.8", "--retrain-epochs", "60", "--no-progress",
-           "-o", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def cmd(o):
+        return [sys.executable, "-m", "deepcomp", "prune", str(base), "--data", "digits",
+                "--method", "global", "--sparsity", "0.8", "--retrain-epochs", "40",
+                "--no-progress", "-o", str(o)]
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "stopped at round 1/1, epoch" in err and "run the same command to resume" in err
     assert len(err.strip().splitlines()) == 1
     assert ckpt.exists() and not out.exists()
 
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout
     assert out.exists() and not ckpt.exists()          # removed once the stage finished
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    ref = tmp_path / "ref.pt"
+    subprocess.run(cmd(ref), capture_output=True, text=True, timeout=300, check=True)
+    from deepcomp.loading import load_stage
+    _same(load_stage(str(out)), load_stage(str(ref)))
+
+
+def test_restart_discards_the_checkpoint_of_other_settings(tmp_path, trained_lenet, capsys):
+    """README: a checkpoint made with other settings is refused, naming the difference, and
+    --restart discards it."""
+    from deepcomp.cli import main
+    base = tmp_path / "b.pt"
+    save_stage(str(base), trained_lenet)
+    argv = ["prune", str(base), "--data", "digits", "--method", "global", "--sparsity", "0.8",
+            "--retrain-epochs", "1", "--no-progress", "-o", str(tmp_path / "p.pt")]
+    cfg = PruneConfig(method="global", sparsity="0.5", retrain_epochs=1, train=quiet())
+    _ckpt(tmp_path / "p.pt.ckpt", "prune", cfg, trained_lenet).save({"round": 1})
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "made by other settings" in err and "sparsity" in err and err.count("\n") == 1
+    assert main(argv + ["--restart"]) == 0
+    assert "--restart: discarded" in capsys.readouterr().out
+    assert not (tmp_path / "p.pt.ckpt").exists() and (tmp_path / "p.pt").exists()
 
 
 def test_a_resumed_stage_records_the_time_of_every_run(tmp_path, trained_lenet, digits,
