@@ -130,11 +130,7 @@ def _resumable(done: dict | None, save) -> tuple[dict, callable]:
     def record(name, curve):
         done[name] = [float(v) for v in curve]
         if save is not None:
-            save(done)
-            signum = rs.stop_requested()
-            if signum:
-                raise rs.Stopped(f"stopped during a scan, {len(done)} layers done; run the "
-                                 "same command to resume", signum)
+            rs.save_then_check(save, done, f"during a scan, {len(done)} layers done")
     return done, record
 
 

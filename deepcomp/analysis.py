@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 
+from . import resume as rs
 from .data import Dataset
 from .errors import UsageError
 from .prune import (METHODS, MaskKeeper, PruneConfig, apply_masks, compute_masks,
@@ -24,17 +26,23 @@ def parse_range(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(v) for v in text.split(":"))
-            if step <= 0:
+            if not (step > 0 and 0 <= start <= stop < 1):
                 raise ValueError
             n = int(round((stop - start) / step)) + 1
+            if n > MAX_POINTS:
+                raise UsageError(f"--sparsities {text!r}: {n:,} points, more than "
+                                 f"{MAX_POINTS:,}")
             values = [round(start + i * step, 10) for i in range(n)]
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(f"bad sparsity list {text!r}: use START:STOP:STEP or a,b,c") from None
-    if not values or any(not 0 <= v < 1 for v in values):
-        raise UsageError(f"sparsities must lie in [0, 1): {text!r}")
+    if not values or any(not 0 <= v < 1 for v in values) or len(values) > MAX_POINTS:
+        raise UsageError(f"sparsities must be at most {MAX_POINTS:,} values in [0, 1): {text!r}")
     return values
+
+
+MAX_POINTS = 1000          # sparsities one scan or sweep visits
 
 
 def subset(data: Dataset, max_images: int | None) -> Dataset:
@@ -45,20 +53,30 @@ def subset(data: Dataset, max_images: int | None) -> Dataset:
 
 
 def sensitivity(sf: StageFile, data: Dataset, sparsities: list[float], layers=None,
-                device="auto", log=print) -> dict:
+                device="auto", log=print, done: dict | None = None, save=None) -> dict:
     """Prune one layer at a time to each sparsity (no retraining) and evaluate.
 
-    Returns ``{param: {sparsity: {"top1", "top5", "loss"}}}``.
-    """
+    Returns ``{param: {sparsity: {"top1", "top5", "loss"}}}``. Resumable: ``done`` holds the
+    layers measured before (that same dict), ``save(result)`` is called after each layer and
+    a stop signal takes effect there (deepcomp.resume)."""
     model = sf.build_model()
     names = layers or prunable_names(model)
-    result = {}
-    for n in names:
-        result[n] = {s: {k: m[k] for k in ("top1", "top5", "loss")}
-                     for s, m in zip(sparsities, prune_one_layer(model, n, sparsities, data,
-                                                                 device))}
-        log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
+    result = dict(done or {})
+    with _resumable_loop(save):
+        for n in names:
+            if n not in result:
+                result[n] = {s: {k: m[k] for k in ("top1", "top5", "loss")}
+                             for s, m in zip(sparsities, prune_one_layer(model, n, sparsities,
+                                                                         data, device))}
+                if save is not None:
+                    rs.save_then_check(save, result, f"after layer {len(result)}/{len(names)}")
+            log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
     return result
+
+
+def _resumable_loop(save):
+    """Signals wait for the loop's next save where there is one (deepcomp.resume)."""
+    return rs.training() if save is not None else nullcontext()
 
 
 def std_for_sparsity(weights: dict, target: float) -> float:
@@ -80,48 +98,67 @@ def _std_sparsity(weights, stds, s):
 
 def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[str],
           retrain: TrainConfig | None = None, device="auto", log=print,
-          min_keep: float = PruneConfig.min_keep) -> list[dict]:
+          min_keep: float = PruneConfig.min_keep, done: list | None = None,
+          save=None) -> list[dict]:
     """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
 
     For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
     methods are compared at equal sparsity; ``sensitivity`` scans the layers once, on a sample of
     training images (deepcomp.allocate), and allocates each target from that scan. Returns rows
-    of plain dicts.
+    of plain dicts. Resumable as :func:`sensitivity`: ``done`` holds the rows measured before,
+    ``save(rows)`` is called after each point.
     """
     base = sf.build_model()
     names = prunable_names(base)
     weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
-    rows, scan = [], None
     for method in methods:
         if method not in METHODS:
             raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
-        for s in sparsities:
-            t0 = time.perf_counter()
-            model = copy.deepcopy(base)
-            if method == "std":
-                q = std_for_sparsity(weights, s) if s > 0 else 0.0
-                masks, _ = compute_masks(weights, "std", {n: q for n in names})
-            elif method in ("global", "lamp"):
-                masks, _ = compute_masks(weights, method, s, min_keep=min_keep)
-            elif method == "sensitivity":
-                scan = scan or scan_sparsity(base, sample_split(data, PruneConfig.scan_images),
-                                             names, min_keep=min_keep, device=device, log=log)
-                masks, _ = compute_masks(weights, "layer", allocate_from_scan(scan, s))
-            else:
-                masks, _ = compute_masks(weights, "layer", {n: s for n in names})
-            apply_masks(model, masks)
-            m = evaluate(model, data, device)
-            row = {"method": method, "target": s, "sparsity": round(sparsity_of(masks, names), 6),
-                   "top1": m["top1"], "top5": m["top5"], "loss": m["loss"]}
-            if retrain is not None and retrain.epochs > 0:
-                keeper = MaskKeeper(model, masks)
-                fit(model, data, retrain, after_step=keeper, desc=f"{method} {s:.2f}")
-                keeper.remove()
-                r = evaluate(model, data, device)
-                row.update(retrained_top1=r["top1"], retrained_top5=r["top5"],
-                           retrained_loss=r["loss"])
-            row["seconds"] = round(time.perf_counter() - t0, 2)
-            log(f"{method:6s} sparsity {100 * row['sparsity']:6.2f}%  top-1 {row['top1']:6.2f}%"
-                + (f"  retrained {row['retrained_top1']:6.2f}%" if "retrained_top1" in row else ""))
-            rows.append(row)
+    rows, scan = list(done or []), None
+    finished = {(r["method"], r["target"]) for r in rows}
+    with _resumable_loop(save):
+        for method in methods:
+            for s in sparsities:
+                if (method, s) in finished:
+                    continue
+                scan = _sweep_point(base, weights, names, method, s, data, retrain, device, log,
+                                    min_keep, scan, rows)
+                if save is not None:
+                    rs.save_then_check(save, rows, f"after {len(rows)} of "
+                                                   f"{len(methods) * len(sparsities)} points")
     return rows
+
+
+def _sweep_point(base, weights, names, method, s, data, retrain, device, log, min_keep, scan,
+                 rows):
+    """One point of :func:`sweep`: its row appended to ``rows``; returns the sensitivity scan
+    (made on first use)."""
+    t0 = time.perf_counter()
+    model = copy.deepcopy(base)
+    if method == "std":
+        q = std_for_sparsity(weights, s) if s > 0 else 0.0
+        masks, _ = compute_masks(weights, "std", {n: q for n in names})
+    elif method in ("global", "lamp"):
+        masks, _ = compute_masks(weights, method, s, min_keep=min_keep)
+    elif method == "sensitivity":
+        scan = scan or scan_sparsity(base, sample_split(data, PruneConfig.scan_images),
+                                     names, min_keep=min_keep, device=device, log=log)
+        masks, _ = compute_masks(weights, "layer", allocate_from_scan(scan, s))
+    else:
+        masks, _ = compute_masks(weights, "layer", {n: s for n in names})
+    apply_masks(model, masks)
+    m = evaluate(model, data, device)
+    row = {"method": method, "target": s, "sparsity": round(sparsity_of(masks, names), 6),
+           "top1": m["top1"], "top5": m["top5"], "loss": m["loss"]}
+    if retrain is not None and retrain.epochs > 0:
+        keeper = MaskKeeper(model, masks)
+        fit(model, data, retrain, after_step=keeper, desc=f"{method} {s:.2f}")
+        keeper.remove()
+        r = evaluate(model, data, device)
+        row.update(retrained_top1=r["top1"], retrained_top5=r["top5"],
+                   retrained_loss=r["loss"])
+    row["seconds"] = round(time.perf_counter() - t0, 2)
+    log(f"{method:6s} sparsity {100 * row['sparsity']:6.2f}%  top-1 {row['top1']:6.2f}%"
+        + (f"  retrained {row['retrained_top1']:6.2f}%" if "retrained_top1" in row else ""))
+    rows.append(row)
+    return scan

@@ -567,32 +567,49 @@ def _write_csv(path, rows):
 def cmd_sensitivity(a):
     from .analysis import parse_range, sensitivity, subset
     from .plots import plot_sensitivity
+    grid = parse_range(a.sparsities)
     sf, data = load_input(a)
     check_outputs(a, [a.output + ".csv", a.output + ".png"])
     data = subset(data, a.max_images)
-    grid = parse_range(a.sparsities)
     print(f"{'layer':32s} " + " ".join(f"{100 * s:5.0f}%" for s in grid))
-    res = sensitivity(sf, data, grid, device=a.device)
+    ckpt = _analysis_checkpoint(a, "sensitivity", {"sparsities": grid,
+                                                   "max_images": a.max_images}, sf, data)
+    res = sensitivity(sf, data, grid, device=a.device, done=ckpt.load(), save=ckpt.save)
     _write_csv(a.output + ".csv", [{"layer": n, "sparsity": s, **m}
                                    for n, row in res.items() for s, m in row.items()])
     plot_sensitivity(res, a.output + ".png", f"Sensitivity of {sf.arch['name']} on "
                      f"{data.spec.partition(':')[0]} ({len(data.test_y)} test images, no retraining)")
+    ckpt.remove()
     print(f"wrote {a.output}.csv and {a.output}.png")
+
+
+def _analysis_checkpoint(a, what: str, settings: dict, sf, data):
+    """``OUTPUT.ckpt``: an analysis of many points saves each one there and resumes after the
+    last one saved (deepcomp.resume); --restart discards it."""
+    from .resume import Checkpoint, fingerprint
+    return Checkpoint(a.output + ".ckpt", fingerprint(what, settings, sf, data.spec),
+                      a.restart, log=main_print)
 
 
 def cmd_sweep(a):
     from .analysis import parse_range, subset, sweep
     from .plots import plot_sweep
+    grid, methods = parse_range(a.sparsities), [m.strip() for m in a.method.split(",")]
     sf, data = load_input(a)
     check_outputs(a, [a.output + ".csv", a.output + ".png"])
     data = subset(data, a.max_images)
     from .prune import _default_retrain_lr
     retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
-    rows = sweep(sf, data, parse_range(a.sparsities), [m.strip() for m in a.method.split(",")],
-                 retrain, a.device, log=print)
+    ckpt = _analysis_checkpoint(a, "sweep", {"sparsities": grid, "methods": methods,
+                                             "max_images": a.max_images,
+                                             "retrain": retrain.to_dict() if retrain else None},
+                                sf, data)
+    rows = sweep(sf, data, grid, methods, retrain, a.device, log=print, done=ckpt.load(),
+                 save=ckpt.save)
     _write_csv(a.output + ".csv", rows)
     plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec.partition(':')[0]} "
                f"({len(data.test_y)} test images): one-shot pruning")
+    ckpt.remove()
     print(f"wrote {a.output}.csv and {a.output}.png")
 
 
@@ -724,6 +741,7 @@ def _add_analysis_args(s, grid: str, what: str):
 
 def _p_sensitivity(s):
     _add_analysis_args(s, "0:0.9:0.1", "grid of sparsities")
+    add_restart_arg(s)
     s.add_argument("-o", "--output", default="sensitivity",
                    help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")
     add_device_arg(s)
@@ -731,6 +749,7 @@ def _p_sensitivity(s):
 
 def _p_sweep(s):
     _add_analysis_args(s, "0:0.95:0.05", "sparsities to visit")
+    add_restart_arg(s)
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
                    "std, global, layer, lamp, sensitivity (default: %(default)s)")
     s.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=0,

@@ -25,7 +25,8 @@ import torch
 from . import dist
 from .errors import CheckpointError, DeepcompError
 
-__all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint"]
+__all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint",
+           "save_then_check", "training"]
 
 CKPT_FORMAT = "deepcomp-resume/1"
 
@@ -56,6 +57,16 @@ def stop_requested() -> int | None:
     flag = torch.tensor([float(_state["signum"] or 0)])
     dist.all_reduce_max(flag)
     return int(flag.item()) or None
+
+
+def save_then_check(save, state, where: str) -> None:
+    """A resumable loop's step is done: ``save(state)``, then stop if a signal asked to
+    (:class:`Stopped` says ``where``). Used by scans and sweeps, whose unit is a layer or a
+    point, as training's is a step."""
+    save(state)
+    signum = stop_requested()
+    if signum:
+        raise Stopped(f"stopped {where}; run the same command to resume", signum)
 
 
 @contextmanager

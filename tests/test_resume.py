@@ -226,3 +226,34 @@ def test_a_stopped_bit_width_scan_resumes_at_its_next_layer(tmp_path, trained_le
     assert len(evaluated) == 4                     # one layer at 5, 4, 3 and 2 bits
     assert out.history[-1]["config"]["layer_bits"] == ref.history[-1]["config"]["layer_bits"]
     _same(out, ref)
+
+
+@pytest.mark.parametrize("command", ["sweep", "sensitivity"])
+def test_a_stopped_analysis_resumes_after_its_last_point(tmp_path, trained_lenet, monkeypatch,
+                                                         capsys, command):
+    """`deepcomp sweep` and `deepcomp sensitivity` visit many points (minutes each on CIFAR):
+    stopped, they keep what they measured in OUTPUT.ckpt and go on from there."""
+    from deepcomp import analysis
+    from deepcomp.cli import main
+    base = tmp_path / "b.pt"
+    save_stage(str(base), trained_lenet)
+    extra = ["--method", "global,layer"] if command == "sweep" else []
+
+    def argv(out):
+        return [command, str(base), "--sparsities", "0.3,0.6,0.9", *extra, "-o", str(out)]
+    assert main(argv(tmp_path / "ref")) == 0
+    with monkeypatch.context() as m:
+        stop_after(m, 1)
+        assert main(argv(tmp_path / "run")) == 143
+    assert (tmp_path / "run.ckpt").exists() and not (tmp_path / "run.csv").exists()
+    with monkeypatch.context() as m:
+        visited = _count_layers(m, analysis, "prune_one_layer" if command == "sensitivity"
+                                else "_sweep_point")
+        assert main(argv(tmp_path / "run")) == 0
+    assert len(visited) == (1 if command == "sensitivity" else 4)     # what was left
+    import csv
+
+    def rows(path):                     # a sweep's CSV also holds each point's seconds
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(path))]
+    assert rows(tmp_path / "run.csv") == rows(tmp_path / "ref.csv")
+    assert not (tmp_path / "run.ckpt").exists()
