@@ -10,8 +10,8 @@ from deepcomp.prune import PruneConfig, prune
 from deepcomp.resume import ResumeMismatchError
 from deepcomp.train import TrainConfig, evaluate, resolve_precision
 
-from conftest import PRECISIONS_HERE, quiet, stop_after
-from test_resume import _ckpt, noop
+from conftest import PRECISIONS_HERE, quiet
+from test_resume import _ckpt, noop, stopped_prune
 
 needs_bf16 = pytest.mark.skipif("bf16" not in PRECISIONS_HERE,
                                 reason="this CPU has no native bfloat16 (AVX-512 BF16 or AMX)")
@@ -81,13 +81,7 @@ def test_evaluation_is_float32_whatever_the_training_precision(trained_lenet, di
 @needs_bf16
 def test_a_checkpoint_of_another_precision_is_refused_naming_it(tmp_path, trained_lenet, digits,
                                                                  monkeypatch):
-    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
-    path = tmp_path / "p.pt.ckpt"
-    with monkeypatch.context() as m:
-        stop_after(m, 5)
-        with pytest.raises(Exception):
-            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
-    assert path.exists()
+    cfg, path = stopped_prune(tmp_path, trained_lenet, digits, monkeypatch)
     other = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2,
                         train=quiet(precision="fp32"))
     with pytest.raises(ResumeMismatchError, match='precision was "auto", is "fp32" now'):
@@ -98,12 +92,7 @@ def test_a_checkpoint_of_another_precision_is_refused_naming_it(tmp_path, traine
 def test_a_resumed_run_that_would_train_in_another_precision_is_refused(
         tmp_path, trained_lenet, digits, monkeypatch):
     """``auto`` that resolved to bf16 where the run started, to fp32 where it resumes."""
-    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
-    path = tmp_path / "p.pt.ckpt"
-    with monkeypatch.context() as m:
-        stop_after(m, 5)
-        with pytest.raises(Exception):
-            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    cfg, path = stopped_prune(tmp_path, trained_lenet, digits, monkeypatch)
     monkeypatch.setattr(train, "fast_bf16", lambda d: False)
     with pytest.raises(ResumeMismatchError, match="trained in bf16, this run would train in fp32"):
         prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))

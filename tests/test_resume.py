@@ -34,6 +34,19 @@ def _same(a, b):
         assert torch.equal(a.masks[k], b.masks[k]), k
 
 
+def stopped_prune(tmp_path, sf, data, monkeypatch, cfg=None):
+    """A global 80% prune with 2 retraining epochs, stopped at step 5 with its checkpoint
+    written: (its config, the checkpoint's path)."""
+    cfg = cfg or PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
+    path = tmp_path / "p.pt.ckpt"
+    with monkeypatch.context() as m:
+        stop_after(m, 5)
+        with pytest.raises(Stopped):
+            prune(sf, data, cfg, log=noop, checkpoint=_ckpt(path, "prune", cfg, sf))
+    assert path.exists()
+    return cfg, path
+
+
 # digits: 1,437 training images, 12 steps an epoch at batch 128
 PRUNE_CASES = {
     "rounds": (PruneConfig(method="global", sparsity="0.8", iterations=2, retrain_epochs=2,
@@ -81,12 +94,7 @@ def test_quantize_fine_tuning_resumes_exactly(tmp_path, trained_lenet, digits, m
 
 def test_a_checkpoint_of_other_settings_is_refused_then_restart_discards_it(
         tmp_path, trained_lenet, digits, monkeypatch):
-    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
-    path = tmp_path / "p.pt.ckpt"
-    with monkeypatch.context() as m:
-        stop_after(m, 5)
-        with pytest.raises(Stopped):
-            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    cfg, path = stopped_prune(tmp_path, trained_lenet, digits, monkeypatch)
     other = PruneConfig(method="global", sparsity="0.8", retrain_epochs=3, train=quiet())
     with pytest.raises(ResumeMismatchError, match="retrain_epochs was 2, is 3 now"):
         prune(trained_lenet, digits, other, checkpoint=_ckpt(path, "prune", other, trained_lenet))
@@ -162,12 +170,7 @@ def test_a_resumed_stage_records_the_time_of_every_run(tmp_path, trained_lenet, 
                                                        monkeypatch):
     """docs/STAGEFILE.md: wall_time is the seconds the stage took; a stage stopped and resumed
     counted only its last run."""
-    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=2, train=quiet())
-    path = tmp_path / "p.pt.ckpt"
-    with monkeypatch.context() as m:
-        stop_after(m, 5)
-        with pytest.raises(Stopped):
-            prune(trained_lenet, digits, cfg, checkpoint=_ckpt(path, "prune", cfg, trained_lenet))
+    cfg, path = stopped_prune(tmp_path, trained_lenet, digits, monkeypatch)
     saved = torch.load(path, weights_only=True)
     assert 0 < saved["elapsed"] < 600
     saved["elapsed"] = 1000.0                  # as if the first run had taken 1,000 s
