@@ -102,6 +102,21 @@ RECIPES = {
     "resnet20-27": _resnet20_long(27, 3, ["--float16"], "float16 dense tensors"),
     "resnet20-30": _resnet20_long(30, 6, ["--fold-bn", "--float16"],
                                   "batch norm folded and dense tensors float16"),
+    "resnet20-35": {
+        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
+                 "pruning to 88% with distillation over 40 epochs, 3.5 bits per weight on "
+                 "average from a sensitivity scan, 8 fine-tuning epochs, batch norm folded, "
+                 "float16 dense tensors and biases shared by 4-bit k-means (lossy, "
+                 "re-evaluated): 48 epochs in all",
+        "steps": [
+            ("resnet20-35.dc", ["compress", str(RESNET20), "--model", "resnet20",
+                                "--data", CIFAR, "--method", "lamp", "--sparsity", "0.88",
+                                "--gradual", "--retrain-epochs", "40", "--retrain-lr", "0.02",
+                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:3.5",
+                                "--finetune-epochs", "8", "--fold-bn", "--float16",
+                                "--dense-bits", "4"]),
+        ],
+    },
     "resnet20": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): the 85% goal",
         "steps": [
