@@ -410,8 +410,9 @@ def cmd_decode(a):
     out = out_path(a)
     check_outputs(a, [out])
     sd = decode(a.input, out, a.model)
-    print(f"{a.input} -> {out}: {len(sd)} tensors (a plain state dict; "
-          "torch.load(..., weights_only=True))")
+    how = ("safetensors: safetensors.torch.load_file" if out.endswith(".safetensors") else
+           "a plain state dict; torch.load(..., weights_only=True)")
+    print(f"{a.input} -> {out}: {len(sd)} tensors ({how})")
 
 
 def cmd_report(a):
@@ -847,7 +848,8 @@ def _add_reference_arg(s):
 
 def _p_decode(s):
     s.add_argument("input", help=".dc file")
-    s.add_argument("-o", "--output", required=True, help="checkpoint to write (torch.save)")
+    s.add_argument("-o", "--output", required=True, help="checkpoint to write: safetensors "
+                   "when it ends in .safetensors, else torch.save (a plain state dict)")
     _add_reference_arg(s)
     add_force_arg(s)
 
@@ -871,7 +873,7 @@ COMMANDS = {    # name: (help, handler, options)
              "no arguments", cmd_demo, _p_demo),
     "decode": ("a .dc file back to a plain state dict checkpoint", cmd_decode, _p_decode),
     "export": ("the decoded model as an ONNX file: dense float32 weights (needs "
-               "deepcomp[onnx])", cmd_export, _p_export),
+               "deepcomp-pytorch[onnx])", cmd_export, _p_export),
 }
 
 

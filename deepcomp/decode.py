@@ -7,6 +7,7 @@ count is checked against the file size and the architecture's shapes. It reads f
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import zlib
@@ -37,16 +38,41 @@ def read_dc(path: str, template: torch.nn.Module | None = None) -> StageFile:
     return decode_bytes(buf, os.path.basename(path), template)
 
 
-def decode(src: str, out: str | None = None, model: str | None = None) -> dict:
-    """The effective state dict of a .dc file; also written to ``out`` (a plain ``torch.save``
-    state dict that loads with ``weights_only=True``) when given. A file whose architecture is
-    a ``module:factory`` reference needs ``model`` to name it (deepcomp.models)."""
+def decode(src: str, out: str | None = None, model: str | None = None,
+           sparse: bool = False) -> dict:
+    """The effective state dict of a .dc file; also written to ``out`` when given: a
+    safetensors file where ``out`` ends in ``.safetensors``, else a plain ``torch.save`` state
+    dict (loads with ``weights_only=True``). A file whose architecture is a ``module:factory``
+    reference needs ``model`` to name it (deepcomp.models).
+
+    ``sparse=True`` returns every pruned weight as a ``scipy.sparse.csr_matrix`` of its 2-D
+    view ``[out, in * kh * kw]`` (the paper's layout; its explicit zeros none, its non-zeros
+    exactly the kept weights), for analysis and sparse inference; other tensors as they are."""
     from .loading import load_stage
     from .stagefile import atomic_write
-    sd = load_stage(src, model=model).state_dict
+    sf = load_stage(src, model=model)
+    sd = sf.state_dict
     if out:
-        atomic_write(out, lambda f: torch.save(sd, f))
+        if out.endswith(".safetensors"):
+            from safetensors.torch import save
+            blob = save({k: v.contiguous() for k, v in sd.items()},
+                        metadata={"format": "pt", "deepcomp.arch": json.dumps(sf.arch)})
+            atomic_write(out, lambda f: f.write(blob))
+        else:
+            atomic_write(out, lambda f: torch.save(sd, f))
+    if sparse:
+        return {k: _csr(v, sf.masks[k]) if k in sf.masks else v for k, v in sd.items()}
     return sd
+
+
+def _csr(w: torch.Tensor, mask: torch.Tensor):
+    """A pruned weight as a CSR matrix of its 2-D view, holding exactly the kept weights."""
+    from scipy.sparse import csr_matrix
+    rows, cols = as_2d(w.shape)
+    m = mask.reshape(rows, cols).numpy()
+    r, c = np.nonzero(m)
+    values = w.detach().reshape(rows, cols).numpy()[r, c]
+    return csr_matrix((values, (r, c)), shape=(rows, cols))
 
 
 def load(src: str, device: str = "cpu", model: str | torch.nn.Module | None = None

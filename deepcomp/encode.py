@@ -511,11 +511,12 @@ def _check_exact(want: dict, got: dict) -> None:
 
 
 def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None) -> dict:
-    """Encode a stage file (a path or a :class:`StageFile`) into the .dc file ``out``;
-    return the "encoded" stage record."""
+    """Encode a stage file (a path or a :class:`StageFile`) or a model (a ``torch.nn.Module``,
+    with the masks and codebooks it carries: deepcomp.userloop, ``torch.nn.utils.prune``) into
+    the .dc file ``out``; return the "encoded" stage record."""
     from .loading import load_stage
-    from .stagefile import atomic_write
-    sf = load_stage(stage) if isinstance(stage, str) else stage
+    from .stagefile import as_stage, atomic_write
+    sf = load_stage(stage) if isinstance(stage, str) else as_stage(stage)
     buf, record = encode_stage(sf, config, metrics)
     atomic_write(out, lambda f: f.write(buf))
     return record

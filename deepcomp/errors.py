@@ -34,7 +34,7 @@ class UntrustedModelError(UsageError):
 
 
 class MissingDependencyError(DeepcompError):
-    """An optional feature needs a package that is not installed (e.g. ``deepcomp[onnx]``)."""
+    """An optional feature needs a package that is not installed (e.g. ``deepcomp-pytorch[onnx]``)."""
 
 
 # --- the .dc file format (see docs/FORMAT.md) ---------------------------------------------

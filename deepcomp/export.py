@@ -13,7 +13,7 @@ also needs ``onnxscript`` and ``onnx_ir`` and gives nothing more for these convo
 linear networks. torch 2.13 warns that the TorchScript exporter will be removed; the day it is,
 pass ``dynamo=True`` and add ``onnxscript`` to the ``onnx`` extra.
 
-onnx and onnxruntime are the optional extra ``deepcomp[onnx]``; without them :func:`to_onnx`
+onnx and onnxruntime are the optional extra ``deepcomp-pytorch[onnx]``; without them :func:`to_onnx`
 raises :class:`MissingDependencyError` (one line, no traceback from the CLI).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ MIN_OPSET = 9
 # The check accepts |onnxruntime - PyTorch| <= ATOL x max(1, largest |logit|): float32 rounding
 # grows with the logits, which reach 1e9 in an untrained 110-layer ResNet (trained ones: ~10).
 ATOL = 1e-4
-INSTALL = "pip install 'deepcomp[onnx]'"
+INSTALL = "pip install 'deepcomp-pytorch[onnx]'"
 
 
 class ExportError(DeepcompError):

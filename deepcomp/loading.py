@@ -14,6 +14,7 @@ from .errors import CheckpointError, UsageError
 from .models import allow_reference, create, is_reference, model_info
 from .dcformat import MAGIC as DC_MAGIC
 from .stagefile import STAGE_FORMAT, StageFile, arch_for, fit_state_dict
+from .torchprune import from_torch_prune
 
 __all__ = ["load_stage", "load_checkpoint_state", "unwrap_state_dict"]
 
@@ -78,7 +79,7 @@ def load_stage(path: str, model: str | None = None, data: dict | None = None,
     if model is None:
         raise CheckpointError(f"{path} is a plain checkpoint that names no architecture: "
                               "give --model NAME (a registry name or package.module:factory)")
-    state = unwrap_state_dict(obj, path)
+    state, masks = from_torch_prune(unwrap_state_dict(obj, path))
     if data is None:
         info = None if is_reference(model) else model_info(model)
         data = {"spec": "", "mean": [], "std": [],
@@ -89,6 +90,7 @@ def load_stage(path: str, model: str | None = None, data: dict | None = None,
     net = create(sf.arch["name"], **sf.arch["kwargs"])
     fit_state_dict(net, state, path)
     sf.state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    sf.masks = {k: m.bool().cpu().clone() for k, m in masks.items()}   # torch.nn.utils.prune's
     return sf
 
 

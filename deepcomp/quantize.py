@@ -36,7 +36,8 @@ from .stagefile import StageFile, as_stage, stage_record
 from .train import Progress, TrainConfig, evaluate, fit
 
 __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_bits",
-           "check_quantized", "INITS", "MAX_BITS", "CodebookWeight", "round_float16"]
+           "check_quantized", "INITS", "MAX_BITS", "CodebookWeight", "round_float16", "share",
+           "attach_codebooks", "detach_codebooks"]
 
 INITS = ("linear", "density", "forgy")
 MAX_BITS = 12           # the .dc format (docs/FORMAT.md) allows 1..12 bits, 4,096 shared weights
@@ -247,12 +248,7 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
     in equation 3, would pull each centroid towards zero in proportion to its population and
     shrink the large weights that linear initialisation keeps.
     """
-    modules = dict(model.named_modules())
-    for name, q in quant.items():
-        mod = modules[name.rpartition(".")[0]]
-        param = CodebookWeight(q["codebook"], q["indices"], float16)
-        parametrize.register_parametrization(mod, "weight", param)
-        mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
+    attach_codebooks(model, quant, float16)
     from . import resume as rs
     fs = (saved or {}).get("fit")
     if fs is not None:
@@ -267,17 +263,42 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
         raise rs.Stopped(f"stopped fine-tuning at {e}; run the same command to resume",
                          e.signum) from None
     finally:
-        codebooks = {}
-        for name in quant:
-            mod = modules[name.rpartition(".")[0]]
-            p = mod.parametrizations.weight[0]
-            codebooks[name] = p.rounded().detach().float().cpu().clone()
-            expected = p.lookup().detach()
-            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
-            mod.weight.requires_grad_(True)
-            if not torch.equal(mod.weight.detach(), expected.to(mod.weight.dtype)):
-                raise RuntimeError(f"{name}: fine-tuned weights differ from codebook[indices]")
+        codebooks = detach_codebooks(model, quant)
     return codebooks, history
+
+
+def attach_codebooks(model: nn.Module, quant: dict, float16: bool = False) -> list:
+    """Make each quantized weight of ``model`` ``codebook[indices]`` (a :class:`CodebookWeight`
+    parametrization), so its codebook is what an optimizer trains; the weights themselves leave
+    the optimizer. Returns the codebook parameters."""
+    modules = dict(model.named_modules())
+    out = []
+    for name, q in quant.items():
+        mod = modules[name.rpartition(".")[0]]
+        param = CodebookWeight(q["codebook"], q["indices"], float16)
+        param.to(getattr(mod, name.rpartition(".")[2]).device)
+        parametrize.register_parametrization(mod, "weight", param)
+        mod.parametrizations.weight.original.requires_grad_(False)   # out of the optimizer
+        out.append(mod.parametrizations.weight[0].codebook)
+    return out
+
+
+def detach_codebooks(model: nn.Module, quant: dict) -> dict:
+    """Undo :func:`attach_codebooks`: each weight becomes the plain tensor
+    ``codebook[indices]`` again (checked bit for bit); returns the trained codebooks (float16
+    numbers where they were attached so), on the CPU."""
+    modules = dict(model.named_modules())
+    codebooks = {}
+    for name in quant:
+        mod = modules[name.rpartition(".")[0]]
+        p = mod.parametrizations.weight[0]
+        codebooks[name] = p.rounded().detach().float().cpu().clone()
+        expected = p.lookup().detach()
+        parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+        mod.weight.requires_grad_(True)
+        if not torch.equal(mod.weight.detach(), expected.to(mod.weight.dtype)):
+            raise RuntimeError(f"{name}: fine-tuned weights differ from codebook[indices]")
+    return codebooks
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -362,27 +383,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
     else:
         bits = layer_bits(sf.state_dict, config.bits, aliases)
     state = {k: v.clone() for k, v in sf.state_dict.items()}
-    quant, layers = {}, {}
-    bar = Progress(True, len(bits), "k-means", tty_only=True)
-    for i, (name, b) in enumerate(bits.items()):
-        bar.update(i, lambda: f"{name.removesuffix('.weight')} ({b} bits)")
-        w = state[name]
-        keep = _kept(sf, name)
-        t1 = time.perf_counter()
-        info = {}
-        centroids, labels, inertia = _cluster(w[keep], b, config, info)
-        indices = torch.full(w.shape, -1, dtype=torch.int16)
-        indices[keep] = torch.from_numpy(labels).to(torch.int16)
-        codebook = torch.from_numpy(centroids).float()
-        if config.float16_codebooks:
-            codebook = round_float16(codebook)
-        quant[name] = {"codebook": codebook, "indices": indices,
-                       "bits": b, "init": config.init}
-        layers[name] = {"bits": b, "kept": int(keep.sum()), "clusters": int(centroids.size),
-                        "inertia": inertia, "iterations": info["iterations"],
-                        "seconds": round(time.perf_counter() - t1, 4)}
-        state[name] = _lookup(quant[name]).to(w.dtype)
-    bar.close()
+    quant, layers = share(state, {n: _kept(sf, n) for n in bits}, bits, config)
     for alias, first in aliases.items():      # a tied weight is its first name's tensor
         state[alias] = state[first].clone()
     out = StageFile(dict(sf.arch), dict(sf.data), state,
@@ -415,6 +416,35 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
     out.history.append(stage_record("quantized", {**config.to_dict(), "layer_bits": bits},
                                     metrics, stage_sizes(out), wall, layers=layers, epochs=epochs))
     return out
+
+
+def share(state: dict, kept: dict, bits: dict, config: QuantizeConfig) -> tuple[dict, dict]:
+    """k-means weight sharing of the weights ``bits`` names (paper, section 3.1): each one's
+    kept values (``kept``: a bool mask) clustered into ``2**bits`` centroids. ``state`` is
+    updated in place to ``codebook[indices]`` (0 where not kept). Returns ``(quant, layers)``:
+    per weight its quantizer entry (codebook, int16 indices with -1 where not kept, bits, init)
+    and the clustering's record."""
+    quant, layers = {}, {}
+    bar = Progress(True, len(bits), "k-means", tty_only=True)
+    for i, (name, b) in enumerate(bits.items()):
+        bar.update(i, lambda: f"{name.removesuffix('.weight')} ({b} bits)")
+        w, keep = state[name], kept[name].to(state[name].device)
+        t1 = time.perf_counter()
+        info = {}
+        centroids, labels, inertia = _cluster(w[keep], b, config, info)
+        indices = torch.full(w.shape, -1, dtype=torch.int16)
+        indices[keep.cpu()] = torch.from_numpy(labels).to(torch.int16)
+        codebook = torch.from_numpy(centroids).float()
+        if config.float16_codebooks:
+            codebook = round_float16(codebook)
+        quant[name] = {"codebook": codebook, "indices": indices,
+                       "bits": b, "init": config.init}
+        layers[name] = {"bits": b, "kept": int(keep.sum()), "clusters": int(centroids.size),
+                        "inertia": inertia, "iterations": info["iterations"],
+                        "seconds": round(time.perf_counter() - t1, 4)}
+        state[name] = _lookup(quant[name]).to(w.device, w.dtype)
+    bar.close()
+    return quant, layers
 
 
 def _lookup(q: dict) -> torch.Tensor:

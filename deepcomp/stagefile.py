@@ -6,7 +6,6 @@ foreign checkpoint) is :func:`deepcomp.loading.load_stage`.
 """
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import shlex
@@ -22,7 +21,7 @@ from .errors import CheckpointError, OutputError
 from .models import allow_reference, create, factory_accepts, is_reference, model_info
 
 __all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", "atomic_write",
-           "stage_record", "STAGE_FORMAT"]
+           "stage_record", "attached_entries", "STAGE_FORMAT"]
 
 STAGE_FORMAT = "deepcomp-stage/1"
 COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
@@ -42,8 +41,8 @@ class StageFile:
     template: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def build_model(self) -> nn.Module:
-        if self.template is not None:
-            model = copy.deepcopy(self.template)
+        if self.template is not None:        # a copy without deepcomp's or torch's pruning hooks
+            model = _plain_copy(self.template)[0]
         else:
             model = create(self.arch["name"], **self.arch.get("kwargs", {}))
         fit_state_dict(model, self.state_dict)
@@ -89,13 +88,39 @@ class StageFile:
 
 
 def as_stage(obj, data=None) -> StageFile:
-    """A StageFile as it is, or the baseline stage of a plain ``nn.Module`` (the Python API's
-    stage functions take either)."""
+    """A StageFile as it is, or the stage of a plain ``nn.Module`` (the Python API's stage
+    functions take either): its weights, with the masks and codebooks it carries from
+    deepcomp's handles (deepcomp.userloop) or from ``torch.nn.utils.prune``."""
     if isinstance(obj, StageFile):
         return obj
     if isinstance(obj, nn.Module):
-        return StageFile.from_module(obj, data.meta() if data is not None else None)
+        masks, quant = attached_entries(obj)
+        net, torch_masks = _plain_copy(obj)
+        sf = StageFile.from_module(net, data.meta() if data is not None else None)
+        sf.masks = {k: v.detach().bool().cpu().clone() for k, v in {**torch_masks,
+                                                                   **masks}.items()}
+        sf.quant = {k: dict(v) for k, v in quant.items()}
+        return sf
     raise TypeError(f"expected a StageFile or a torch.nn.Module, got {type(obj).__name__}")
+
+
+def attached_entries(model: nn.Module) -> tuple[dict, dict]:
+    """The masks and quantizer entries ``model`` carries from deepcomp.userloop's handles
+    (a share handle is finalized first, so the weights are plain tensors again)."""
+    m, q = getattr(model, "_deepcomp_masks", None), getattr(model, "_deepcomp_quant", None)
+    return (m.masks if m is not None else {}), (q.finalize() if q is not None else {})
+
+
+def _plain_copy(model: nn.Module) -> tuple[nn.Module, dict]:
+    """A copy of ``model`` without ``torch.nn.utils.prune``'s reparametrizations (made
+    permanent; their masks returned) and without deepcomp's handles and hooks."""
+    from .torchprune import unpruned_copy
+    net, masks = unpruned_copy(model)
+    for attr in ("_deepcomp_masks", "_deepcomp_quant"):
+        handle = net.__dict__.pop(attr, None)
+        for h in getattr(handle, "_hooks", ()):
+            net._forward_pre_hooks.pop(h.id, None)
+    return net, masks
 
 
 def arch_for(name: str, data: dict, kwargs: dict | None = None) -> dict:

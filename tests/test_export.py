@@ -26,7 +26,7 @@ try:
 except ImportError:
     HAVE_ONNX = False
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx/onnxruntime not importable: "
-                                "pip install 'deepcomp[onnx]' (make test installs it)")
+                                "pip install 'deepcomp-pytorch[onnx]' (make test installs it)")
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "models", "lenet300-mnist.dc")
 OWN = [n for n in list_models() if not n.startswith("tv.")]   # tv.*: 224x224, too slow here
@@ -189,7 +189,7 @@ def test_missing_dependency_is_one_line(tmp_path, capsys, monkeypatch, missing):
     c, stdout, err = run(capsys, "export", SHIPPED, "-o", str(out))
     assert c == 1 and not stdout and not out.exists()
     assert err == (f"deepcomp export: error: ONNX export needs the {missing} package, which is "
-                   "not installed: pip install 'deepcomp[onnx]'\n")
+                   "not installed: pip install 'deepcomp-pytorch[onnx]'\n")
     with pytest.raises(MissingDependencyError):
         to_onnx(SHIPPED, out)
 
@@ -210,4 +210,5 @@ def test_exporter_failure_is_one_line_without_its_graph_dump(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert code == 1 and not out and not (tmp_path / "m.onnx").exists()
     assert err == ("deepcomp export: error: cannot export resnet20 to ONNX opset 9: step!=1 is "
-                   "currently not supported\n")
+                   "currently not supported; the lowest opset that exports it is 10 "
+                   "(--opset 10)\n")
