@@ -983,12 +983,12 @@ static int read_shape(const char *v, struct dc_entry *t)
 
 /* The header's top-level keys, each looked up once (the header is walked, not indexed). */
 enum { H_ARCH, H_DATA, H_HISTORY, H_QUANT_META, H_BLOCKS, H_TENSORS, H_STATE, H_DROP,
-       H_EXPLICIT, H_KEYS };
+       H_EXPLICIT, H_GRAPH, H_KEYS };
 
 static dc_status check_top(dc_file *f, const char *h, const char *top[H_KEYS])
 {
     static const char *const keys[H_KEYS] = {"arch", "data", "history", "quant_meta", "blocks",
-                                             "tensors", "state", "drop", "explicit"};
+                                             "tensors", "state", "drop", "explicit", "graph"};
     const char *k, *arch, *name, *kwargs, *data, *history, *classes, *r;
     unsigned long records;
     unsigned i;
@@ -1007,7 +1007,7 @@ static dc_status check_top(dc_file *f, const char *h, const char *top[H_KEYS])
             break;
     if (k || i <= H_TENSORS)
         return fail(f, DC_E_HEADER, "header keys must be arch, blocks, data, history, "
-                    "quant_meta, tensors (optionally drop, explicit, state)");
+                    "quant_meta, tensors (optionally drop, explicit, graph, state)");
     arch = top[H_ARCH];
     name = is_object(arch) ? obj_get(arch, "name") : NULL;
     kwargs = is_object(arch) ? obj_get(arch, "kwargs") : NULL;
@@ -1224,6 +1224,158 @@ static dc_status tile(dc_file *f, const uint64_t blocks[3], size_t side[3])
 }
 
 /* The header's JSON text (n bytes, NUL after them): the tensor table. */
+/* --- the graph (docs/FORMAT.md, "Graph") ----------------------------------------------- */
+
+static const char *const OP_NAMES[] = {"input", "conv2d", "linear", "batchnorm", "relu", "add",
+                                       "maxpool2d", "avgpool2d", "meanpool", "flatten",
+                                       "subsample", "pad"};
+static const unsigned OP_INPUTS[] = {0, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1};
+
+/* data.input_size, when it is a list of 1 to 3 sizes. */
+static void read_input_shape(dc_file *f, const char *data)
+{
+    const char *v = obj_get(data, "input_size"), *d;
+    unsigned n = 0;
+    uint64_t x;
+    f->input_ndim = 0;
+    if (!is_array(v) || arr_len(v) < 1 || arr_len(v) > 3)
+        return;
+    for (d = arr_first(v); d; d = arr_next(d)) {
+        if (!json_int(d, 1, 1u << 16, &x))
+            return;
+        f->input_shape[n++] = (uint32_t)x;
+    }
+    f->input_ndim = n;
+}
+
+/* The tensor a graph names (a JSON string), or -1 for null where allowed; -2: neither. */
+static int32_t graph_tensor(const dc_file *f, const char *v, int null_ok)
+{
+    size_t i;
+    if (v && strncmp(v, "null", 4) == 0)
+        return null_ok ? -1 : -2;
+    if (!is_string(v))
+        return -2;
+    for (i = 0; i < f->ntensors; i++)
+        if (str_eq(v, f->names + f->t[i].name))
+            return (int32_t)i;
+    return -2;
+}
+
+/* key: a list of n integers of lo to 65536, into out. */
+static int graph_ints(const char *attrs, const char *key, unsigned n, uint64_t lo, uint32_t *out)
+{
+    const char *v = obj_get(attrs, key), *d;
+    unsigned i = 0;
+    uint64_t x;
+    if (!is_array(v) || arr_len(v) != n)
+        return 0;
+    for (d = arr_first(v); d; d = arr_next(d)) {
+        if (!json_int(d, lo, 1u << 16, &x))
+            return 0;
+        out[i++] = (uint32_t)x;
+    }
+    return 1;
+}
+
+/* A JSON number (at most DC_MAX_NUMBER_CHARS long, checked by json_check) as a float. */
+static int graph_float(const char *v, float *out)
+{
+    char buf[DC_MAX_NUMBER_CHARS + 1];
+    size_t n = 0;
+    double x;
+    if (!v || !(*v == '-' || is_digit(*v)))
+        return 0;
+    while (n < DC_MAX_NUMBER_CHARS && (v[n] == '-' || v[n] == '+' || v[n] == '.' ||
+                                       v[n] == 'e' || v[n] == 'E' || is_digit(v[n]))) {
+        buf[n] = v[n];
+        n++;
+    }
+    buf[n] = 0;
+    x = strtod(buf, NULL);
+    *out = (float)x;
+    return x >= 0 && x < 1;
+}
+
+/* The attributes of one node by its op; 0 if they do not fit it. */
+static int graph_attrs(const dc_file *f, const char *a, dc_node *nd)
+{
+    static const char *const bn[4] = {"weight", "bias", "mean", "var"};
+    unsigned k;
+    nd->tensor[0] = nd->tensor[1] = nd->tensor[2] = nd->tensor[3] = -1;
+    switch (nd->op) {
+    case DC_OP_CONV2D: {
+        uint32_t dil[2];
+        uint64_t g;
+        nd->tensor[0] = graph_tensor(f, obj_get(a, "weight"), 0);
+        nd->tensor[1] = graph_tensor(f, obj_get(a, "bias"), 1);
+        return nd->tensor[0] >= 0 && nd->tensor[1] >= -1 &&
+               graph_ints(a, "stride", 2, 1, nd->a) && graph_ints(a, "padding", 2, 0, nd->a + 2) &&
+               graph_ints(a, "dilation", 2, 1, dil) && dil[0] == 1 && dil[1] == 1 &&
+               json_int(obj_get(a, "groups"), 1, 1u << 16, &g) && (nd->a[4] = (uint32_t)g, 1);
+    }
+    case DC_OP_LINEAR:
+        nd->tensor[0] = graph_tensor(f, obj_get(a, "weight"), 0);
+        nd->tensor[1] = graph_tensor(f, obj_get(a, "bias"), 1);
+        return nd->tensor[0] >= 0 && nd->tensor[1] >= -1;
+    case DC_OP_BATCHNORM:
+        for (k = 0; k < 4; k++)
+            if ((nd->tensor[k] = graph_tensor(f, obj_get(a, bn[k]), 0)) < 0)
+                return 0;
+        return graph_float(obj_get(a, "eps"), &nd->eps);
+    case DC_OP_MAXPOOL2D:
+    case DC_OP_AVGPOOL2D:
+        return graph_ints(a, "kernel", 2, 1, nd->a) && graph_ints(a, "stride", 2, 1, nd->a + 2) &&
+               graph_ints(a, "padding", 2, 0, nd->a + 4);
+    case DC_OP_SUBSAMPLE:
+        return graph_ints(a, "stride", 2, 1, nd->a);
+    case DC_OP_PAD:
+        return graph_ints(a, "channels", 2, 0, nd->a);
+    default:
+        return 1;
+    }
+}
+
+/* "graph": [[op, [inputs], {attributes}], ...], node 0 the input; checked for its structure
+ * here (shapes are the runtime's to check: c/dcrun.c). */
+static dc_status read_graph(dc_file *f, const char *g)
+{
+    const char *nv;
+    size_t i = 0, n = is_array(g) ? arr_len(g) : 0;
+    if (n < 1 || n > DC_MAX_NODES)
+        return fail(f, DC_E_HEADER, "'graph' must be a list of 1 to %u nodes", DC_MAX_NODES);
+    f->graph = mem_array(f, n, sizeof *f->graph);
+    if (!f->graph)
+        return no_memory(f);
+    memset(f->graph, 0, n * sizeof *f->graph);
+    for (nv = arr_first(g); nv; nv = arr_next(nv), i++) {
+        dc_node *nd = &f->graph[i];
+        const char *op = is_array(nv) && arr_len(nv) == 3 ? arr_first(nv) : NULL;
+        const char *ins = op ? arr_next(op) : NULL, *attrs = ins ? arr_next(ins) : NULL, *x;
+        unsigned k, j = 0;
+        for (k = 0; op && k < sizeof OP_NAMES / sizeof *OP_NAMES && !str_eq(op, OP_NAMES[k]);
+             k++)
+            ;
+        if (!op || k == sizeof OP_NAMES / sizeof *OP_NAMES || (k == DC_OP_INPUT) != (i == 0) ||
+            !is_array(ins) || arr_len(ins) != OP_INPUTS[k] || !is_object(attrs))
+            return fail(f, DC_E_HEADER, "graph node %zu: not an operation [op, inputs, "
+                        "attributes] this reader runs", i);
+        nd->op = (dc_op)k;
+        for (x = arr_first(ins); x; x = arr_next(x)) {
+            uint64_t v;
+            if (!json_int(x, 0, i ? i - 1 : 0, &v) || i == 0)
+                return fail(f, DC_E_HEADER, "graph node %zu: an input that is not an earlier "
+                            "node", i);
+            nd->in[j++] = (uint32_t)v;
+        }
+        if (!graph_attrs(f, attrs, nd))
+            return fail(f, DC_E_HEADER, "graph node %zu: %s attributes that do not fit it",
+                        i, OP_NAMES[k]);
+    }
+    f->ngraph = n;
+    return DC_OK;
+}
+
 static dc_status read_header(dc_file *f, const char *text, size_t n, uint64_t blocks[3])
 {
     const char *why = json_check(text, n), *h = ws(text), *state = NULL, *s, *e;
@@ -1260,7 +1412,8 @@ static dc_status read_header(dc_file *f, const char *text, size_t n, uint64_t bl
     for (i = 0, e = arr_first(top[H_TENSORS]); e; i++, e = arr_next(e))
         if ((st = read_entry(f, e, &f->t[i])) != DC_OK)
             return st;
-    return DC_OK;
+    read_input_shape(f, top[H_DATA]);
+    return top[H_GRAPH] ? read_graph(f, top[H_GRAPH]) : DC_OK;
 }
 
 /* --- side blocks (docs/FORMAT.md, "Side blocks") ---------------------------------------- */
@@ -1618,17 +1771,33 @@ static void read_codebook(const struct dc_entry *t, const uint8_t *b, uint32_t *
 
 /* --- decoding a tensor ------------------------------------------------------------------ */
 
-static void put(float *out, size_t j, uint32_t bits)
+/* Where decoded values go: a dense float buffer (dc_decode_tensor) or a visitor
+ * (dc_visit_tensor), with the tensor's 2-D view [rows, cols]. */
+typedef struct {
+    float *out;
+    dc_visitor visit;
+    void *ctx;
+    uint64_t rows, cols;
+} sink;
+
+static void emit(const sink *k, uint64_t row, uint64_t col, uint32_t symbol, uint32_t bits)
 {
-    memcpy(out + j, &bits, sizeof bits);
+    float v;
+    if (k->out) {
+        memcpy(k->out + (size_t)(row * k->cols + col), &bits, sizeof bits);
+        return;
+    }
+    memcpy(&v, &bits, sizeof v);
+    k->visit(k->ctx, (uint32_t)row, (uint32_t)col, symbol, v);
 }
 
-static dc_status decode_dense(dc_file *f, const struct dc_entry *t, float *out)
+static dc_status decode_dense(dc_file *f, const struct dc_entry *t, const sink *out)
 {
     int bad = 0;
     size_t j;
     for (j = 0; j < t->numel; j++)
-        put(out, j, dense_value(t, f->dense + t->dense, j, &bad));
+        emit(out, j / out->cols, j % out->cols, UINT32_MAX,
+             dense_value(t, f->dense + t->dense, j, &bad));
     if (bad)
         return fail(f, DC_E_COUNT_MISMATCH, "%s: bool bytes other than 0 and 1",
                     f->names + t->name);
@@ -1636,7 +1805,7 @@ static dc_status decode_dense(dc_file *f, const struct dc_entry *t, float *out)
 }
 
 /* Quantized, not pruned: one weight symbol per element, in row-major order. */
-static dc_status decode_quantized_dense(dc_file *f, const struct dc_entry *t, float *out,
+static dc_status decode_quantized_dense(dc_file *f, const struct dc_entry *t, const sink *out,
                                         const uint32_t *cb, hstream *w)
 {
     const char *nm = f->names + t->name;
@@ -1645,14 +1814,15 @@ static dc_status decode_quantized_dense(dc_file *f, const struct dc_entry *t, fl
         long sym = hs_decode(w);
         if (sym < 0)
             return hs_error(f, w, sym, j, t->numel, nm, "weights");
-        put(out, j, cb[sym]);
+        if ((uint32_t)sym < t->k)             /* symbol k: no cluster, 0.0, left as it is */
+            emit(out, j / out->cols, j % out->cols, (uint32_t)sym, cb[sym]);
     }
     return hs_finish(f, w, t->numel, nm, "weights");
 }
 
 /* Sparse and quantized: positions from the gap stream (docs/FORMAT.md, "Sparse positions"),
  * values from the weight stream's codebook or the values section. */
-static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, float *out,
+static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, const sink *out,
                                const uint32_t *cb, hstream *g, hstream *w)
 {
     const char *nm = f->names + t->name;
@@ -1663,7 +1833,7 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, float *out,
     dc_status st;
     for (e = 0; e < t->entries; e++) {
         uint64_t pos;
-        uint32_t v;
+        uint32_t v, symbol;
         sym = hs_decode(g);
         if (sym < 0)
             return hs_error(f, g, sym, e, t->entries, nm, "gaps");
@@ -1679,16 +1849,21 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, float *out,
         if (nz == t->nonzeros)
             return fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds more than the %llu "
                         "non-zeros of the header", nm, (unsigned long long)t->nonzeros);
-        if (values)
+        if (values) {
             v = (uint32_t)le(values + 4 * nz, 4);
-        else {
+            symbol = UINT32_MAX;
+        } else {
             long s = hs_decode(w);
             if (s < 0)
                 return hs_error(f, w, s, nz, t->nonzeros, nm, "weights");
             v = cb[s];
+            symbol = (uint32_t)s < t->k ? (uint32_t)s : UINT32_MAX;
         }
         nz++;
-        put(out, t->csc ? (size_t)((pos % rows) * cols + pos / rows) : (size_t)pos, v);
+        if (t->csc)
+            emit(out, pos % rows, pos / rows, symbol, v);
+        else
+            emit(out, cols ? pos / cols : 0, cols ? pos % cols : 0, symbol, v);
     }
     if (nz != t->nonzeros || (t->entries && (uint64_t)sym == span))
         return fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds %llu non-zeros%s, the "
@@ -1700,7 +1875,7 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, float *out,
     return w ? hs_finish(f, w, t->nonzeros, nm, "weights") : DC_OK;
 }
 
-static dc_status decode(dc_file *f, const struct dc_entry *t, float *out)
+static dc_status decode(dc_file *f, const struct dc_entry *t, const sink *out)
 {
     hstream g, w;
     uint32_t *cb = NULL;
@@ -1712,7 +1887,8 @@ static dc_status decode(dc_file *f, const struct dc_entry *t, float *out)
         return decode_dense(f, t, out);
     memset(&g, 0, sizeof g);
     memset(&w, 0, sizeof w);
-    memset(out, 0, (size_t)t->numel * sizeof *out);
+    if (out->out)
+        memset(out->out, 0, (size_t)t->numel * sizeof *out->out);
     if (gaps)
         st = hs_init(f, &g, f->code_tables + t->gtab, ((size_t)1 << t->index_bits) + 1,
                      f->data + t->gsec, t->glen);
@@ -1744,6 +1920,9 @@ static void release(dc_file *f)
     mem_free(f, f->code_tables);
     mem_free(f, f->codebooks);
     mem_free(f, f->dense);
+    mem_free(f, f->graph);
+    f->graph = NULL;
+    f->ngraph = 0;
     f->t = NULL;
     f->names = NULL;
     f->code_tables = f->codebooks = f->dense = NULL;
@@ -1859,6 +2038,7 @@ dc_status dc_tensor_info(const dc_file *f, size_t i, dc_info *out)
 dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len)
 {
     const struct dc_entry *t;
+    sink k;
     dc_status st;
     if (!f)
         return DC_E_ARGUMENT;
@@ -1869,14 +2049,78 @@ dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len)
     if (out_len < t->numel || (!out && t->numel))
         return fail(f, DC_E_ARGUMENT, "dc_decode_tensor: %s needs %u floats, the buffer holds "
                     "%zu", f->names + t->name, t->numel, out ? out_len : 0);
-    if (t->numel == 0)
-        st = DC_OK;
-    else
-        st = decode(f, t, out);
+    k.out = out;
+    k.visit = NULL;
+    k.ctx = NULL;
+    k.rows = t->ndim ? t->shape[0] : 1;
+    k.cols = k.rows ? t->numel / k.rows : 0;
+    st = t->numel == 0 ? DC_OK : decode(f, t, &k);
     if (st == DC_OK)
         f->message[0] = 0;
     f->status = st;
     return st;
+}
+
+dc_status dc_visit_tensor(dc_file *f, size_t i, dc_visitor visit, void *ctx)
+{
+    const struct dc_entry *t;
+    sink k;
+    dc_status st;
+    if (!f)
+        return DC_E_ARGUMENT;
+    if (i >= f->ntensors || !visit)
+        return fail(f, DC_E_ARGUMENT, "dc_visit_tensor: no tensor %zu or no visitor", i);
+    t = &f->t[i];
+    k.out = NULL;
+    k.visit = visit;
+    k.ctx = ctx;
+    k.rows = t->ndim ? t->shape[0] : 1;
+    k.cols = k.rows ? t->numel / k.rows : 0;
+    st = t->numel == 0 ? DC_OK : decode(f, t, &k);
+    if (st == DC_OK)
+        f->message[0] = 0;
+    f->status = st;
+    return st;
+}
+
+dc_status dc_codebook(dc_file *f, size_t i, float *out, size_t cap)
+{
+    const struct dc_entry *t;
+    uint32_t *cb;
+    if (!f)
+        return DC_E_ARGUMENT;
+    if (i >= f->ntensors || (f->t[i].kind != K_QUANT && f->t[i].kind != K_QDENSE) ||
+        cap < f->t[i].k || (!out && f->t[i].k))
+        return fail(f, DC_E_ARGUMENT, "dc_codebook: tensor %zu is not quantized or the buffer "
+                    "is too small", i);
+    t = &f->t[i];
+    cb = mem_array(f, (size_t)t->k + 1, sizeof *cb);
+    if (!cb)
+        return no_memory(f);
+    read_codebook(t, t->k ? f->codebooks + t->cb : NULL, cb);
+    memcpy(out, cb, (size_t)t->k * sizeof *out);
+    mem_free(f, cb);
+    return DC_OK;
+}
+
+size_t dc_graph_size(const dc_file *f)
+{
+    return f ? f->ngraph : 0;
+}
+
+const dc_node *dc_graph(const dc_file *f)
+{
+    return f ? f->graph : NULL;
+}
+
+unsigned dc_input_shape(const dc_file *f, uint32_t shape[3])
+{
+    unsigned d;
+    if (!f)
+        return 0;
+    for (d = 0; d < f->input_ndim; d++)
+        shape[d] = f->input_shape[d];
+    return f->input_ndim;
 }
 
 const char *dc_error_message(const dc_file *f)
@@ -1899,7 +2143,7 @@ const char *dc_status_name(dc_status s)
         "DC_OK", "DC_E_BAD_MAGIC", "DC_E_TRUNCATED", "DC_E_UNSUPPORTED_VERSION",
         "DC_E_HEADER_TOO_LARGE", "DC_E_INVALID_OFFSET", "DC_E_CHECKSUM", "DC_E_HEADER",
         "DC_E_NO_LAYOUT", "DC_E_COUNT_MISMATCH", "DC_E_BAD_CODE", "DC_E_NO_MEMORY",
-        "DC_E_ARGUMENT", "DC_E_LIMIT"};
+        "DC_E_ARGUMENT", "DC_E_LIMIT", "DC_E_NO_GRAPH"};
     return (unsigned)s < sizeof names / sizeof *names ? names[s] : "DC_E_UNKNOWN";
 }
 

@@ -51,8 +51,10 @@ typedef enum {
     DC_E_BAD_CODE,            /* FormatError: an invalid Huffman code or code word */
     DC_E_NO_MEMORY,           /* the allocator returned NULL */
     DC_E_ARGUMENT,            /* the caller's mistake: NULL, an index or a buffer too small */
-    DC_E_LIMIT                /* LimitError: more elements or history than the file's size
+    DC_E_LIMIT,               /* LimitError: more elements or history than the file's size
                                  justifies (the reader limits below, docs/FORMAT.md) */
+    DC_E_NO_GRAPH             /* the file records no graph (encode --graph), so no runtime
+                                 can run it */
 } dc_status;
 
 /* Tensor dtypes, in the format's spelling (dc_dtype_name). */
@@ -90,6 +92,25 @@ typedef struct {
     int csc;                 /* sparse and quantized: 1 for column order, 0 for row order */
 } dc_info;
 
+/* The network's computation (format 2.1, docs/FORMAT.md "Graph"; deepcomp/graph.py). */
+typedef enum {
+    DC_OP_INPUT, DC_OP_CONV2D, DC_OP_LINEAR, DC_OP_BATCHNORM, DC_OP_RELU, DC_OP_ADD,
+    DC_OP_MAXPOOL2D, DC_OP_AVGPOOL2D, DC_OP_MEANPOOL, DC_OP_FLATTEN, DC_OP_SUBSAMPLE, DC_OP_PAD
+} dc_op;
+
+#define DC_MAX_NODES 100000u          /* nodes of a graph, at most */
+
+typedef struct {
+    dc_op op;
+    uint32_t in[2];           /* earlier nodes: in[0], and in[1] for add */
+    int32_t tensor[4];        /* conv2d, linear: weight, bias (-1: none); batchnorm: weight,
+                                 bias, mean, var (tensor indices, name order) */
+    uint32_t a[7];            /* conv2d: stride h, w, padding h, w, groups; maxpool2d,
+                                 avgpool2d: kernel h, w, stride h, w, padding h, w; subsample:
+                                 stride h, w; pad: channels before, after */
+    float eps;                /* batchnorm */
+} dc_node;
+
 /* Optional allocation hooks (a microcontroller's pool, a counting allocator). */
 typedef struct {
     void *(*alloc)(void *ctx, size_t size);
@@ -111,6 +132,10 @@ typedef struct dc_file {
     uint8_t *dense;
     size_t code_tables_len, codebooks_len, dense_len;
     unsigned minor;               /* the file's minor version */
+    dc_node *graph;               /* the graph's nodes (format 2.1), or NULL */
+    size_t ngraph;
+    uint32_t input_shape[3];      /* data.input_size, per sample */
+    unsigned input_ndim;
     dc_status status;             /* of the last call */
     char message[200];            /* its message */
 } dc_file;
@@ -131,6 +156,23 @@ dc_status dc_tensor_info(const dc_file *f, size_t i, dc_info *out);
  * is rounded to bfloat16 first, as deepcomp's reader does. Checks the tensor's streams
  * (Huffman code words, symbol counts, padding, positions); on failure out[] is unspecified. */
 dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len);
+
+/* The graph (dc_graph_size nodes; 0 when the file records none) and the input's shape
+ * per sample (its number of dimensions; 0 when the file does not say). */
+size_t dc_graph_size(const dc_file *f);
+const dc_node *dc_graph(const dc_file *f);
+unsigned dc_input_shape(const dc_file *f, uint32_t shape[3]);
+
+/* Visit every stored value of tensor i without expanding it: for a sparse or quantized
+ * tensor each kept weight, for a quantized_dense one each element, for a dense one each
+ * element, in the file's walk order, as visit(ctx, row, col, symbol, value) with row and col
+ * in the tensor's 2-D view [shape[0], numel / shape[0]], symbol the cluster index (or
+ * UINT32_MAX where the tensor is not quantized) and value the weight. Checks the streams as
+ * dc_decode_tensor does. */
+typedef void (*dc_visitor)(void *ctx, uint32_t row, uint32_t col, uint32_t symbol, float value);
+dc_status dc_visit_tensor(dc_file *f, size_t i, dc_visitor visit, void *ctx);
+/* The codebook of a quantized tensor i: its codebook_size values into out[0..cap). */
+dc_status dc_codebook(dc_file *f, size_t i, float *out, size_t cap);
 
 /* The message of the last failure ("" after success). */
 const char *dc_error_message(const dc_file *f);

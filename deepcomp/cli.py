@@ -158,6 +158,10 @@ def add_encode_args(p):
     p.add_argument("--strip", action="store_true",
                    help="leave the stage history out of the .dc file (the report then shows "
                         "the encoded stage alone)")
+    p.add_argument("--graph", action="store_true",
+                   help="record the network's computation so c/dcrun runs the file without "
+                        "PyTorch (docs/FORMAT.md, Graph); a model with an operation the "
+                        "runtime does not run is an error")
 
 
 def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs",
@@ -533,7 +537,8 @@ def encode_config(a):
     from .encode import EncodeConfig, check_dense_bits
     check_dense_bits(a.dense_bits)        # before any stage of compress runs
     return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
-                        fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip)
+                        fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip,
+                        graph=a.graph)
 
 
 def _lossy_flags(a) -> str:

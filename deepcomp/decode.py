@@ -259,7 +259,7 @@ def _check_blocks(blocks, name: str) -> None:
 
 def _plans_v2(raw: bytes, data, name: str, template, nbytes: int):
     h = parse_header(raw, name, {"arch", "data", "history", "quant_meta", "blocks", "tensors"},
-                     {"state", "drop", "explicit"})
+                     {"state", "drop", "explicit", "graph"})
     if not isinstance(h["quant_meta"], dict) or not isinstance(h["tensors"], list):
         raise HeaderError(f"{name}: 'quant_meta' must be an object and 'tensors' a list")
     _check_blocks(h["blocks"], name)
@@ -285,7 +285,22 @@ def _plans_v2(raw: bytes, data, name: str, template, nbytes: int):
             t["secs"][sec] = bytes(data[off:off + n])
             i += 1
     h["data"] = _expand_data(h["data"], name)
+    if "graph" in h:
+        _check_graph(h, layout, name)
     return h, plans, order
+
+
+def _check_graph(h: dict, layout: dict, name: str) -> None:
+    """A version 2.1 file's graph (docs/FORMAT.md, "Graph") against its tensors and input."""
+    from .errors import UsageError
+    from .graph import check_graph
+    size = h["data"].get("input_size")
+    if not (isinstance(size, list) and size and all(is_int(d, 1, 1 << 16) for d in size)):
+        raise HeaderError(f"{name}: a graph needs data.input_size, a list of sizes")
+    try:
+        check_graph(h["graph"], {k: s for k, (_, s) in layout.items()}, size, "graph")
+    except UsageError as e:
+        raise HeaderError(f"{name}: {e}") from None
 
 
 def _inflate_block(block: bytes, want: int, what: str) -> bytes:

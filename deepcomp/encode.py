@@ -56,6 +56,10 @@ class EncodeConfig:
     # Leave the stage history out of the file (the report then shows the encoded stage only,
     # from what the file itself holds), like TF-MOT's strip_pruning for deployment.
     strip: bool = False
+    # Record the network's computation (deepcomp.graph: conv2d, linear, batch norm, ReLU, add,
+    # pooling, flatten, ...) so c/dcrun runs the file without PyTorch; format 2.1. Off by
+    # default: it costs header bytes (ResNet-20: about 700) that only a runtime needs.
+    graph: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -458,18 +462,22 @@ def side_blocks(tensors: list[_Tensor]) -> dict:
             for k, v in (("code_tables", tables), ("codebooks", codebooks), ("dense", dense))}
 
 
-def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor]) -> bytes:
-    """The bytes of a version 2 .dc file (docs/FORMAT.md, "Layout")."""
+def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor],
+         graph: list | None = None) -> bytes:
+    """The bytes of a version 2 .dc file (docs/FORMAT.md, "Layout"); 2.1 with a graph."""
     tensors = sorted(tensors, key=lambda t: t.entry["name"])
     meta = _shared_meta(tensors)
     blocks = side_blocks(tensors)
     header = {"arch": arch, "data": _compact_data(data), "history": history,
               "quant_meta": meta, "blocks": {k: len(b) for k, b in blocks.items()},
               "tensors": [_entry(t, meta) for t in tensors], **_layout(tensors)}
+    if graph is not None:
+        header["graph"] = graph
     header = deflate(canonical_json(jsonable(header)))
     streams = [b for t in tensors for name, b in t.sections if name in STREAM_SECTIONS]
     data_area = b"".join(blocks[k] for k in BLOCKS) + b"".join(streams)
-    body = PREFIX_V2.pack(MAGIC, *VERSION, len(header), len(data_area)) + header + data_area
+    version = VERSION if graph is None else (VERSION[0], 1)
+    body = PREFIX_V2.pack(MAGIC, *version, len(header), len(data_area)) + header + data_area
     return body + TRAILER.pack(zlib.crc32(body))
 
 
@@ -492,11 +500,22 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
     record = stage_record("encoded", config.to_dict(), metrics if metrics is not None else prev,
                           {}, time.perf_counter() - t0, **extra)
     history = [] if config.strip else compact_history(before + [record])
-    buf = pack(sf.arch, sf.data, history, tensors)
+    graph = _graph(stored) if config.graph else None
+    buf = pack(sf.arch, sf.data, history, tensors, graph)
     from .decode import decode_bytes      # the record as any reader sees it, and a round trip
     back = decode_bytes(buf, template=sf.template)
     _check_exact(stored.state_dict, back.state_dict)
     return buf, back.history[-1]
+
+
+def _graph(sf) -> list:
+    """The graph of the stage's model (deepcomp.graph), traced on its recorded input size."""
+    from .graph import trace_graph
+    size = sf.data.get("input_size")
+    if not size:
+        raise UsageError("--graph: the stage does not record its input size (give --data when "
+                         "it is made)")
+    return trace_graph(sf.build_model(), size)
 
 
 def _check_exact(want: dict, got: dict) -> None:
