@@ -10,16 +10,26 @@
 
 #define STEP_FILL 255u                   /* a step byte that moves 255 columns on, no weight */
 
-/* A convolution's or linear layer's weights, 2-D [rows, cols], kept as stored. */
+/* A convolution's or linear layer's weights, 2-D [rows, cols], kept as stored: per row its
+ * count of entries, per entry a column step and the weight's cluster index (4 bits where the
+ * codebook has at most 16 centroids, else a byte) or, where the layer is not quantized, the
+ * weight as a float. */
 typedef struct {
     uint32_t rows, cols;
-    uint32_t *start;                     /* rows + 1 entry offsets */
+    uint32_t *start;                     /* while building: rows + 1 entry offsets */
+    uint16_t *count;                     /* per row: its entries (after building) */
     uint8_t *step;                       /* per entry: column step, or STEP_FILL */
-    uint8_t *sym;                        /* per entry: cluster index (quantized), or NULL */
+    uint8_t *sym;                        /* per entry: cluster index, or NULL */
+    int nibbles;                         /* sym holds two 4-bit indices a byte */
     float *val;                          /* per entry: the weight (not quantized), or NULL */
     float *cb;                           /* the codebook, with sym */
     size_t entries;
 } wmat;
+
+static uint32_t sym_at(const wmat *w, size_t e)
+{
+    return w->nibbles ? (w->sym[e >> 1] >> ((e & 1) * 4)) & 15u : w->sym[e];
+}
 
 typedef struct {
     dc_node n;
@@ -81,8 +91,6 @@ static void visit(void *ctx, uint32_t row, uint32_t col, uint32_t symbol, float 
     while (d >= (int64_t)STEP_FILL) {
         size_t e = w->start[row] + b->fill[row]++;
         w->step[e] = (uint8_t)STEP_FILL;
-        if (w->sym)
-            w->sym[e] = 0;
         if (w->val)
             w->val[e] = 0.0f;
         d -= STEP_FILL;
@@ -90,7 +98,9 @@ static void visit(void *ctx, uint32_t row, uint32_t col, uint32_t symbol, float 
     {
         size_t e = w->start[row] + b->fill[row]++;
         w->step[e] = (uint8_t)d;
-        if (w->sym)
+        if (w->sym && w->nibbles)
+            w->sym[e >> 1] |= (uint8_t)(symbol << ((e & 1) * 4));
+        else if (w->sym)
             w->sym[e] = (uint8_t)symbol;
         else
             w->val[e] = value;
@@ -126,7 +136,8 @@ static dc_status build_weights(dc_file *f, int32_t ti, wmat *w, size_t *bytes, c
             w->entries = w->start[w->rows];
             w->step = malloc(w->entries ? w->entries : 1);
             if (b.quantized) {
-                w->sym = malloc(w->entries ? w->entries : 1);
+                w->nibbles = t.codebook_size <= 16;
+                w->sym = calloc(w->nibbles ? w->entries / 2 + 1 : w->entries + 1, 1);
                 w->cb = malloc((size_t)t.codebook_size * sizeof *w->cb);
             } else {
                 w->val = malloc((w->entries ? w->entries : 1) * sizeof *w->val);
@@ -149,10 +160,25 @@ static dc_status build_weights(dc_file *f, int32_t ti, wmat *w, size_t *bytes, c
             goto done;
         }
     }
-    *bytes += ((size_t)w->rows + 1) * sizeof *w->start + w->entries * (b.quantized ? 2 : 5) +
+    for (r = 0; r < w->rows; r++)        /* entries per row, as 16-bit counts */
+        if (w->start[r + 1] - w->start[r] > 0xFFFFu) {
+            st = say(msg, mlen, DC_E_LIMIT, "%s: a row of more than 65,535 entries", t.name);
+            goto done;
+        }
+    if (!(w->count = malloc(((size_t)w->rows + 1) * sizeof *w->count))) {
+        st = say(msg, mlen, DC_E_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (r = 0; r < w->rows; r++)
+        w->count[r] = (uint16_t)(w->start[r + 1] - w->start[r]);
+    *bytes += (size_t)w->rows * sizeof *w->count + w->entries +
+              (!b.quantized ? w->entries * sizeof(float) :
+               w->nibbles ? w->entries / 2 + 1 : w->entries) +
               (b.quantized ? t.codebook_size * sizeof(float) : 0);
     st = DC_OK;
 done:
+    free(w->start);
+    w->start = NULL;
     free(b.prev);
     free(b.fill);
     return st;
@@ -386,6 +412,7 @@ void dcr_free(dcr_model *m)
     for (i = 0; m->l && i < m->n; i++) {
         layer *L = &m->l[i];
         free(L->w.start);
+        free(L->w.count);
         free(L->w.step);
         free(L->w.sym);
         free(L->w.val);
@@ -408,14 +435,16 @@ static void conv2d(const layer *L, const layer *X)
     uint32_t sh = L->n.a[0], sw = L->n.a[1], ph = L->n.a[2], pw = L->n.a[3];
     uint32_t groups = L->n.a[4], cg = C / groups, og = O / groups;
     uint32_t kw = L->n.a[5], kk = L->n.a[6] * kw, o;    /* the kernel's width, and h * w */
-    for (o = 0; o < O; o++) {
+    size_t e = 0, end;
+    for (o = 0; o < O; o++, e = end) {
         float *y = L->out + (size_t)o * OH * OW, b = L->bias ? L->bias[o] : 0.0f;
-        uint32_t cin0 = (o / og) * cg, e;
+        uint32_t cin0 = (o / og) * cg;
         int64_t col = -1;
         size_t j;
+        end = e + w->count[o];
         for (j = 0; j < (size_t)OH * OW; j++)
             y[j] = b;
-        for (e = w->start[o]; e < w->start[o + 1]; e++) {
+        for (; e < end; e++) {
             uint32_t s = w->step[e], c, ky, kx, oy, ox_lo, ox_hi;
             const float *x;
             float v;
@@ -424,7 +453,7 @@ static void conv2d(const layer *L, const layer *X)
                 continue;
             }
             col += s + 1;
-            v = w->sym ? w->cb[w->sym[e]] : w->val[e];
+            v = w->sym ? w->cb[sym_at(w, e)] : w->val[e];
             c = (uint32_t)col / kk;
             ky = ((uint32_t)col % kk) / kw;
             kx = ((uint32_t)col % kk) % kw;
@@ -453,18 +482,19 @@ static void linear(const layer *L, const layer *X)
 {
     const wmat *w = &L->w;
     uint32_t o;
-    for (o = 0; o < w->rows; o++) {
+    size_t e = 0, end;
+    for (o = 0; o < w->rows; o++, e = end) {
         float acc = L->bias ? L->bias[o] : 0.0f;
         int64_t col = -1;
-        uint32_t e;
-        for (e = w->start[o]; e < w->start[o + 1]; e++) {
+        end = e + w->count[o];
+        for (; e < end; e++) {
             uint32_t s = w->step[e];
             if (s == STEP_FILL) {
                 col += STEP_FILL;
                 continue;
             }
             col += s + 1;
-            acc += (w->sym ? w->cb[w->sym[e]] : w->val[e]) * X->out[col];
+            acc += (w->sym ? w->cb[sym_at(w, e)] : w->val[e]) * X->out[col];
         }
         L->out[o] = acc;
     }

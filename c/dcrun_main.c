@@ -4,8 +4,8 @@
  *     dcrun MODEL.dc INPUTS.f32 N      per input, one line: the argmax, then the logits
  *     dcrun --info MODEL.dc            input and output sizes, weight and activation memory
  *     dcrun --bench R MODEL.dc INPUTS.f32 N
- *                                      each input R times: load milliseconds, then the best
- *                                      and median microseconds of one input (batch 1)
+ *                                      each input R times: load milliseconds, the best and
+ *                                      median microseconds of one input (batch 1), memory
  *
  * INPUTS.f32 holds (at least) N samples of float32 little-endian values, each the model's
  * input tensor normalized as the file's data says. Exit status 0, 1 when the file or the inputs cannot be
@@ -42,6 +42,21 @@ static double now_us(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+/* The process's peak resident memory in kB (Linux: VmHWM of /proc/self/status), or 0. */
+static long peak_rss_kb(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *fp = fopen("/proc/self/status", "r");
+    if (!fp)
+        return 0;
+    while (fgets(line, sizeof line, fp))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = atol(line + 6);
+    fclose(fp);
+    return kb;
 }
 
 static int cmp(const void *a, const void *b)
@@ -131,8 +146,8 @@ int main(int argc, char **argv)
                 }
             qsort(us, k, sizeof *us, cmp);
             printf("load %.3f ms; one input %.1f us best, %.1f us median (%zu runs); weights "
-                   "%zu bytes, activations %zu bytes\n", load_ms, us[0], us[k / 2], k,
-                   dcr_weight_bytes(m), dcr_arena_bytes(m));
+                   "%zu bytes, activations %zu bytes; peak resident %ld kB\n", load_ms, us[0],
+                   us[k / 2], k, dcr_weight_bytes(m), dcr_arena_bytes(m), peak_rss_kb());
             free(us);
         }
     } else {

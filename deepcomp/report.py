@@ -33,7 +33,8 @@ STAGE_COLUMNS = [("stage", "stage"), ("params", "params"), ("nonzero", "non-zero
 LAYER_COLUMNS = [("layer", "layer"), ("weights", "#weights"), ("kept", "weights % (P)"),
                  ("wbits_pq", "weight bits (P+Q)"), ("wbits_pqh", "weight bits (P+Q+H)"),
                  ("ibits_pq", "index bits (P+Q)"), ("ibits_pqh", "index bits (P+Q+H)"),
-                 ("rate_pq", "compress rate (P+Q)"), ("rate_pqh", "compress rate (P+Q+H)")]
+                 ("rate_pq", "compress rate (P+Q)"), ("rate_pqh", "compress rate (P+Q+H)"),
+                 ("macs", "MACs (dense)"), ("macs_kept", "MACs (kept)")]
 
 
 @dataclass
@@ -149,19 +150,63 @@ def _mean_bits(tensors: dict, key: str) -> float | None:
 
 
 def layer_rows(inp: Inputs) -> list[dict]:
-    """The paper's per-layer table (Table 2 layout) for the last file given."""
+    """The paper's per-layer table (Table 2 layout) for the last file given, with each layer's
+    multiply-accumulates per input: dense, and for the weights kept (what pruning saves in
+    arithmetic), and a total row."""
     sf = inp.last
     enc = next((r for r in reversed(inp.records) if r["stage"] == "encoded"), None)
     tensors = (enc or {}).get("sizes", {}).get("tensors", {})
+    positions = output_positions(sf)
     rows = []
     for r in layer_sizes(sf):
         t = tensors.get(r["name"], {})
+        at = positions.get(r["name"])
         rows.append({"layer": r["name"].removesuffix(".weight"), "weights": r["weights"],
                      "kept": r["kept_share"], "wbits_pq": r["weight_bits"],
                      "wbits_pqh": t.get("weight_bits"), "ibits_pq": r["index_bits"] or None,
                      "ibits_pqh": t.get("index_bits"), "rate_pq": r["ratio"],
-                     "rate_pqh": (32 * r["weights"] / (8 * t["bytes"])) if t.get("bytes") else None})
+                     "rate_pqh": (32 * r["weights"] / (8 * t["bytes"])) if t.get("bytes") else None,
+                     "macs": at * r["weights"] if at else None,
+                     "macs_kept": at * r["kept"] if at else None})
+    if rows and all(r["macs"] for r in rows):
+        rows.append({"layer": "total", "weights": sum(r["weights"] for r in rows),
+                     "kept": sum(r["kept"] * r["weights"] for r in rows) /
+                     max(1, sum(r["weights"] for r in rows)),
+                     "macs": sum(r["macs"] for r in rows),
+                     "macs_kept": sum(r["macs_kept"] for r in rows)})
     return rows
+
+
+def output_positions(sf: StageFile) -> dict:
+    """For each convolution and linear weight, the output positions one input sample makes it
+    visit (H x W of a convolution's output, 1 for a linear layer), from one forward pass of
+    the model on zeros of the recorded input size; {} when the size is not recorded or the
+    model does not run."""
+    import torch
+    size = sf.data.get("input_size")
+    if not size:
+        return {}
+    try:
+        model = sf.build_model().eval()
+    except Exception:
+        return {}
+    names = {id(m): n for n, m in model.named_modules()}
+    seen, hooks = {}, []
+
+    def hook(mod, args, out):
+        seen[names[id(mod)] + ".weight"] = int(out[0, 0].numel()) if out.dim() > 2 else 1
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *size))
+    except Exception:
+        return {}
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def _fmt(key, v) -> str:
@@ -177,6 +222,8 @@ def _fmt(key, v) -> str:
         return f"{v:+.2f}"
     if key in ("wbits_pqh", "ibits_pqh") and isinstance(v, float):
         return f"{v:.2f}"
+    if key in ("macs", "macs_kept"):
+        return f"{v:,}"
     if key == "seconds":
         return f"{v:.0f}"
     if isinstance(v, int):

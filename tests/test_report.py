@@ -109,7 +109,8 @@ def test_formats(fmt):
         (row,) = json.loads(layers)
         assert row == {"layer": "fc", "weights": 100, "kept": 1.0, "wbits_pq": 32,
                        "wbits_pqh": 3.5, "ibits_pq": 5, "ibits_pqh": 2.5,
-                       "rate_pq": row["rate_pq"], "rate_pqh": round(rate, 2)}
+                       "rate_pq": row["rate_pq"], "rate_pqh": round(rate, 2),
+                       "macs": None, "macs_kept": None}   # the toy model does not build
     elif fmt == "csv":
         (row,) = csv.DictReader(io.StringIO(layers))
         assert row["layer"] == "fc" and row["rate_pqh"] == "2.67" and row["wbits_pqh"] == "3.5"
@@ -133,3 +134,23 @@ def test_json_report_is_one_document_and_csv_one_table():
     for layers, first in ((False, "stage"), (True, "layer")):
         rows = list(csv.reader(io.StringIO(report_text(_inputs(), "csv", layers=layers))))
         assert rows[0][0] == first and all(len(r) == len(rows[0]) for r in rows)
+
+
+def test_layer_rows_count_dense_and_kept_multiply_accumulates():
+    """LeNet-5 on 28x28 inputs: conv1 makes 24x24 outputs of 20x1x5x5 weights, conv2 8x8 of
+    50x20x5x5; the linear layers one output position each. Pruned, only the kept weights
+    count."""
+    from deepcomp.models import create
+    model = create("lenet5")
+    masks = {n: torch.rand_like(p) < 0.25 for n, p in model.named_parameters() if p.ndim > 1}
+    data = dict(DATA, input_size=[1, 28, 28], classes=[str(i) for i in range(10)])
+    sf = StageFile({"name": "lenet5", "kwargs": {}}, data,
+                   {k: (v * masks[k]) if k in masks else v for k, v in model.state_dict().items()},
+                   masks=masks, history=_history())
+    rows = {r["layer"]: r for r in layer_rows(Inputs([("x.pt", sf)], sf.history))}
+    assert rows["conv1"]["macs"] == 24 * 24 * 500 and rows["conv2"]["macs"] == 8 * 8 * 25_000
+    assert rows["fc1"]["macs"] == 400_000 and rows["fc2"]["macs"] == 5_000
+    assert rows["conv2"]["macs_kept"] == 8 * 8 * int(masks["conv2.weight"].sum())
+    assert rows["total"]["macs"] == sum(rows[n]["macs"] for n in ("conv1", "conv2", "fc1", "fc2"))
+    assert rows["total"]["macs_kept"] == sum(rows[n]["macs_kept"]
+                                             for n in ("conv1", "conv2", "fc1", "fc2"))
