@@ -407,6 +407,12 @@ def _complete_v2(sf: StageFile, plans: list, streams: dict, nbytes: int, blocks:
             parts["dense" if vector else BREAKDOWN[sec]] += len(t["secs"].get(sec, b""))
     rec["sizes"] = {k: v for k, v in stage_sizes(sf).items() if k not in ("bytes", "ratio")}
     complete_record(rec, nbytes, parts, _all_stats(plans, streams))
+    for r in sf.history[:-1]:       # sizes every record shares are stored once: the file's
+        z = r.get("sizes")
+        if isinstance(z, dict) and is_int(z.get("bytes"), 1):
+            z.setdefault("params", rec["sizes"]["params"])
+            z.setdefault("dense_bytes", rec["sizes"]["dense_bytes"])
+            z.setdefault("ratio", z["dense_bytes"] / z["bytes"])
 
 
 def complete_record(record: dict, nbytes: int, parts: dict, tensors: dict) -> dict:

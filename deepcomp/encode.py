@@ -373,8 +373,10 @@ def round_floats(x, digits: int = 7):
     return x
 
 
-_METRICS = ("top1", "top5", "loss")
-_SIZES = ("params", "nonzero_share", "bytes", "ratio", "dense_bytes")
+_METRICS = ("top1", "top5")
+# What a stage record keeps of its sizes: the reader derives the rest (params, dense_bytes,
+# ratio) from the file itself, which every record shares (docs/FORMAT.md, "History").
+_SIZES = ("nonzero_share", "bytes")
 
 
 def compact_record(rec: dict) -> dict:

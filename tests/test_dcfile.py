@@ -634,7 +634,11 @@ def test_history_is_compact_and_sizes_are_derived():
     base, enc = h["history"]
     assert set(base) == {"stage", "command", "wall_time", "metrics", "sizes"}
     assert "sizes" not in enc and rec["sizes"]["dense_bytes"] == 140
-    assert decode_bytes(buf).history[0]["metrics"] == {"top1": 50.0, "top5": 100.0, "loss": 0.5}
+    assert base["sizes"] == {"bytes": 140, "nonzero_share": 1.0}   # the rest, derived:
+    back = decode_bytes(buf).history[0]
+    assert back["metrics"] == {"top1": 50.0, "top5": 100.0}
+    assert back["sizes"] == {"bytes": 140, "nonzero_share": 1.0, "params": 35,
+                             "dense_bytes": 140, "ratio": 1.0}
 
 
 def test_user_model_that_cannot_be_built_is_stored_with_names_and_shapes():

@@ -123,7 +123,7 @@ def test_a_lossy_encoding_is_measured_again(tmp_path, trained_lenet, digits):
     back = read_dc(out)
     rec, m = back.history[-1], evaluate(back.build_model(), digits)
     assert rec["lossy"] == "1-bit shared dense"
-    assert rec["metrics"]["top1"] == m["top1"] and abs(rec["metrics"]["loss"] - m["loss"]) < 1e-5
+    assert rec["metrics"] == {"top1": m["top1"], "top5": m["top5"]}   # the file keeps these two
 
 
 def test_a_larger_drop_never_gives_a_larger_file(tmp_path, trained_lenet, digits):
