@@ -427,6 +427,32 @@ void dcr_free(dcr_model *m)
 
 /* --- the kernels ---------------------------------------------------------------------- */
 
+/* y[0..n) += v * x[0], x[s], x[2s], ...: the inner loop of a sparse convolution, a plain
+ * axpy that the compiler vectorizes where the stride is 1. */
+static void axpy(float *restrict y, const float *restrict x, uint32_t s, uint32_t n, float v)
+{
+    uint32_t i;
+    if (s == 1) {
+        for (i = 0; i < n; i++)
+            y[i] += v * x[i];
+    } else {
+        for (i = 0; i < n; i++)
+            y[i] += v * x[(size_t)i * s];
+    }
+}
+
+/* The first and one-past-last output index whose input index o * s - p + k lies in 0..n-1. */
+static void valid_range(uint32_t n, uint32_t out, uint32_t s, uint32_t p, uint32_t k,
+                        uint32_t *lo, uint32_t *hi)
+{
+    *lo = k >= p ? 0 : (p - k + s - 1) / s;
+    *hi = n - 1 + p < k ? 0 : (n - 1 + p - k) / s + 1;
+    if (*hi > out)
+        *hi = out;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
 static void conv2d(const layer *L, const layer *X)
 {
     const wmat *w = &L->w;
@@ -434,46 +460,42 @@ static void conv2d(const layer *L, const layer *X)
     uint32_t C = X->shape[0], H = X->shape[1], W = X->shape[2];
     uint32_t sh = L->n.a[0], sw = L->n.a[1], ph = L->n.a[2], pw = L->n.a[3];
     uint32_t groups = L->n.a[4], cg = C / groups, og = O / groups;
-    uint32_t kw = L->n.a[5], kk = L->n.a[6] * kw, o;    /* the kernel's width, and h * w */
+    uint32_t kw = L->n.a[5], kh = L->n.a[6], o;
     size_t e = 0, end;
     for (o = 0; o < O; o++, e = end) {
         float *y = L->out + (size_t)o * OH * OW, b = L->bias ? L->bias[o] : 0.0f;
-        uint32_t cin0 = (o / og) * cg;
-        int64_t col = -1;
+        uint32_t c = (o / og) * cg, ky = 0, kx = 0, back = 1;
         size_t j;
         end = e + w->count[o];
         for (j = 0; j < (size_t)OH * OW; j++)
             y[j] = b;
         for (; e < end; e++) {
-            uint32_t s = w->step[e], c, ky, kx, oy, ox_lo, ox_hi;
+            uint32_t step = w->step[e], oy, oy_lo, oy_hi, ox_lo, ox_hi;
             const float *x;
             float v;
-            if (s == STEP_FILL) {
-                col += STEP_FILL;
+            /* (c, ky, kx) is the column, moved on by the step without dividing (steps are
+             * mostly small); the row starts before column 0, one back from (c0, 0, 0) */
+            kx += (step == STEP_FILL ? STEP_FILL : step + 1) - back;
+            back = 0;
+            while (kx >= kw) {
+                kx -= kw;
+                if (++ky == kh) {
+                    ky = 0;
+                    c++;
+                }
+            }
+            if (step == STEP_FILL)
                 continue;
-            }
-            col += s + 1;
             v = w->sym ? w->cb[sym_at(w, e)] : w->val[e];
-            c = (uint32_t)col / kk;
-            ky = ((uint32_t)col % kk) / kw;
-            kx = ((uint32_t)col % kk) % kw;
-            x = X->out + (size_t)(cin0 + c) * H * W;
-            /* output columns whose input column ox * sw - pw + kx lies in 0..W-1 */
-            ox_lo = kx >= pw ? 0 : (pw - kx + sw - 1) / sw;
-            ox_hi = W - 1 + pw < kx ? 0 : (W - 1 + pw - kx) / sw + 1;
-            if (ox_hi > OW)
-                ox_hi = OW;
-            for (oy = 0; oy < OH; oy++) {
-                int64_t iy = (int64_t)oy * sh - ph + ky;
-                const float *xr;
-                float *yr = y + (size_t)oy * OW;
-                uint32_t ox;
-                if (iy < 0 || iy >= H)
-                    continue;
-                xr = x + (size_t)iy * W;
-                for (ox = ox_lo; ox < ox_hi; ox++)
-                    yr[ox] += v * xr[(int64_t)ox * sw + kx - pw];
-            }
+            x = X->out + (size_t)c * H * W;
+            valid_range(W, OW, sw, pw, kx, &ox_lo, &ox_hi);
+            valid_range(H, OH, sh, ph, ky, &oy_lo, &oy_hi);
+            if (ox_lo >= ox_hi)
+                continue;
+            for (oy = oy_lo; oy < oy_hi; oy++)
+                axpy(y + (size_t)oy * OW + ox_lo,
+                     x + (size_t)(oy * sh + ky - ph) * W + ((size_t)ox_lo * sw + kx - pw), sw,
+                     ox_hi - ox_lo, v);
         }
     }
 }

@@ -125,6 +125,28 @@ def test_every_operation_runs_like_pytorch(dcrun, tmp_path):
     assert_runs_like_pytorch(dcrun, sf, tmp_path)
 
 
+class Sparse(nn.Module):
+    """Rows so sparse that their column steps pass 255 (fillers), in a convolution of 576
+    columns and a linear layer of 1,024."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(64, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4 * 8, 10)
+        self.pre = nn.Conv2d(1, 64, 1)
+
+    def forward(self, x):
+        y = self.conv(torch.relu(self.pre(x)))
+        return self.fc(nn.functional.pad(y, (0, 0, 0, 0, 0, 56)).flatten(1))
+
+
+def test_rows_with_fillers_run_like_pytorch(dcrun, tmp_path):
+    sf = compressed(Sparse().eval(), (1, 4, 4), sparsity=0.99, bits="*=3")
+    masks = sf.masks["conv.weight"].reshape(8, -1)
+    assert any(int(r.nonzero()[0]) >= 255 for r in masks if r.any())    # a first step past 255
+    assert_runs_like_pytorch(dcrun, sf, tmp_path)
+
+
 def test_dense_and_unquantized_layers_run_too(dcrun, tmp_path):
     """A layer kept dense in float32, one pruned but not quantized, one quantized but not
     pruned: each is run from what the file stores."""
