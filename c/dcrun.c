@@ -339,13 +339,70 @@ static dc_status load_node(dc_file *f, dcr_model *m, size_t i, char *msg, size_t
     return DC_OK;
 }
 
+/* One arena for every node's output, a buffer reused once every node that reads it has run
+ * (best fit among the free ones): the working set stays in cache, and memory is a few
+ * activations, not all of them. */
+static dc_status plan_arena(dcr_model *m, char *msg, size_t mlen)
+{
+    size_t n = m->n, i, k, slots = 0, *last, *off, *cap, *until, *at;
+    dc_status st = DC_OK;
+    last = calloc(n, sizeof *last);
+    off = calloc(n, sizeof *off);
+    cap = calloc(n, sizeof *cap);
+    until = calloc(n, sizeof *until);
+    at = calloc(n, sizeof *at);
+    if (!last || !off || !cap || !until || !at) {
+        st = say(msg, mlen, DC_E_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        last[i] = i;
+        for (k = 0; k < (m->l[i].n.op == DC_OP_ADD ? 2u : 1u) && i > 0; k++)
+            last[m->l[i].n.in[k]] = i;
+    }
+    last[n - 1] = n;                             /* the output stays */
+    m->arena_len = 0;
+    for (i = 0; i < n; i++) {
+        size_t best = slots;
+        for (k = 0; k < slots; k++)
+            if (until[k] < i && cap[k] >= m->l[i].size && (best == slots || cap[k] < cap[best]))
+                best = k;
+        if (best == slots) {
+            if (m->arena_len + m->l[i].size > DC_MAX_ELEMENTS) {
+                st = say(msg, mlen, DC_E_LIMIT, "graph node %zu: activations past %u floats",
+                         i, DC_MAX_ELEMENTS);
+                goto done;
+            }
+            off[slots] = m->arena_len;
+            cap[slots] = m->l[i].size;
+            m->arena_len += m->l[i].size;
+            slots++;
+        }
+        until[best] = last[i];
+        at[i] = off[best];
+    }
+    if (!(m->arena = malloc((m->arena_len ? m->arena_len : 1) * sizeof *m->arena))) {
+        st = say(msg, mlen, DC_E_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < n; i++)
+        m->l[i].out = m->arena + at[i];
+done:
+    free(last);
+    free(off);
+    free(cap);
+    free(until);
+    free(at);
+    return st;
+}
+
 dc_status dcr_load(dcr_model **out, const uint8_t *buf, size_t len, char *msg, size_t mlen)
 {
     dc_file f;
     dcr_model *m = NULL;
     const dc_node *g;
     dc_status st;
-    size_t i, at = 0;
+    size_t i;
     *out = NULL;
     if ((st = dc_open(&f, buf, len)) != DC_OK) {
         say(msg, mlen, st, "%s", dc_error_message(&f));
@@ -373,23 +430,16 @@ dc_status dcr_load(dcr_model **out, const uint8_t *buf, size_t len, char *msg, s
             goto fail;
         }
         L->size = numel(L->shape, L->ndim);
-        if (L->size > DC_MAX_ELEMENTS || m->arena_len + L->size > DC_MAX_ELEMENTS) {
+        if (L->size > DC_MAX_ELEMENTS) {
             st = say(msg, mlen, DC_E_LIMIT, "graph node %zu: activations past %u floats", i,
                      DC_MAX_ELEMENTS);
             goto fail;
         }
-        m->arena_len += L->size;
         if ((st = load_node(&f, m, i, msg, mlen)) != DC_OK)
             goto fail;
     }
-    if (!(m->arena = malloc(m->arena_len * sizeof *m->arena))) {
-        st = say(msg, mlen, DC_E_NO_MEMORY, "out of memory");
+    if ((st = plan_arena(m, msg, mlen)) != DC_OK)
         goto fail;
-    }
-    for (i = 0; i < m->n; i++) {
-        m->l[i].out = m->arena + at;
-        at += m->l[i].size;
-    }
     dc_close(&f);
     *out = m;
     return DC_OK;
@@ -460,8 +510,14 @@ static void conv2d(const layer *L, const layer *X)
     uint32_t C = X->shape[0], H = X->shape[1], W = X->shape[2];
     uint32_t sh = L->n.a[0], sw = L->n.a[1], ph = L->n.a[2], pw = L->n.a[3];
     uint32_t groups = L->n.a[4], cg = C / groups, og = O / groups;
-    uint32_t kw = L->n.a[5], kh = L->n.a[6], o;
+    uint32_t kw = L->n.a[5], kh = L->n.a[6], o, k;
+    uint32_t xlo[32], xhi[32], ylo[32], yhi[32];     /* valid output ranges per kernel offset */
+    int small = kw <= 32 && kh <= 32;
     size_t e = 0, end;
+    for (k = 0; small && k < kw; k++)
+        valid_range(W, OW, sw, pw, k, &xlo[k], &xhi[k]);
+    for (k = 0; small && k < kh; k++)
+        valid_range(H, OH, sh, ph, k, &ylo[k], &yhi[k]);
     for (o = 0; o < O; o++, e = end) {
         float *y = L->out + (size_t)o * OH * OW, b = L->bias ? L->bias[o] : 0.0f;
         uint32_t c = (o / og) * cg, ky = 0, kx = 0, back = 1;
@@ -488,8 +544,12 @@ static void conv2d(const layer *L, const layer *X)
                 continue;
             v = w->sym ? w->cb[sym_at(w, e)] : w->val[e];
             x = X->out + (size_t)c * H * W;
-            valid_range(W, OW, sw, pw, kx, &ox_lo, &ox_hi);
-            valid_range(H, OH, sh, ph, ky, &oy_lo, &oy_hi);
+            if (small) {
+                ox_lo = xlo[kx], ox_hi = xhi[kx], oy_lo = ylo[ky], oy_hi = yhi[ky];
+            } else {
+                valid_range(W, OW, sw, pw, kx, &ox_lo, &ox_hi);
+                valid_range(H, OH, sh, ph, ky, &oy_lo, &oy_hi);
+            }
             if (ox_lo >= ox_hi)
                 continue;
             for (oy = oy_lo; oy < oy_hi; oy++)
