@@ -2035,11 +2035,23 @@ dc_status dc_tensor_info(const dc_file *f, size_t i, dc_info *out)
     return DC_OK;
 }
 
+/* Decode tensor t into the sink k (its 2-D view set here), recording the status. */
+static dc_status decode_into(dc_file *f, const struct dc_entry *t, sink *k)
+{
+    dc_status st;
+    k->rows = t->ndim ? t->shape[0] : 1;
+    k->cols = k->rows ? t->numel / k->rows : 0;
+    st = t->numel == 0 ? DC_OK : decode(f, t, k);
+    if (st == DC_OK)
+        f->message[0] = 0;
+    f->status = st;
+    return st;
+}
+
 dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len)
 {
     const struct dc_entry *t;
     sink k;
-    dc_status st;
     if (!f)
         return DC_E_ARGUMENT;
     if (i >= f->ntensors)
@@ -2052,20 +2064,13 @@ dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len)
     k.out = out;
     k.visit = NULL;
     k.ctx = NULL;
-    k.rows = t->ndim ? t->shape[0] : 1;
-    k.cols = k.rows ? t->numel / k.rows : 0;
-    st = t->numel == 0 ? DC_OK : decode(f, t, &k);
-    if (st == DC_OK)
-        f->message[0] = 0;
-    f->status = st;
-    return st;
+    return decode_into(f, t, &k);
 }
 
 dc_status dc_visit_tensor(dc_file *f, size_t i, dc_visitor visit, void *ctx)
 {
     const struct dc_entry *t;
     sink k;
-    dc_status st;
     if (!f)
         return DC_E_ARGUMENT;
     if (i >= f->ntensors || !visit)
@@ -2074,13 +2079,7 @@ dc_status dc_visit_tensor(dc_file *f, size_t i, dc_visitor visit, void *ctx)
     k.out = NULL;
     k.visit = visit;
     k.ctx = ctx;
-    k.rows = t->ndim ? t->shape[0] : 1;
-    k.cols = k.rows ? t->numel / k.rows : 0;
-    st = t->numel == 0 ? DC_OK : decode(f, t, &k);
-    if (st == DC_OK)
-        f->message[0] = 0;
-    f->status = st;
-    return st;
+    return decode_into(f, t, &k);
 }
 
 dc_status dc_codebook(dc_file *f, size_t i, float *out, size_t cap)

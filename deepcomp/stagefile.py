@@ -51,14 +51,7 @@ class StageFile:
     def aliases(self) -> dict:
         """Tied weights: ``{other name: first name}`` for every tensor the model holds under
         two names (its state dict repeats it; prune and quantize work on the first name)."""
-        model = self.build_model()
-        first, out = {}, {}
-        for n, p in model.named_parameters(remove_duplicate=False):
-            if id(p) in first:
-                out[n] = first[id(p)]
-            else:
-                first[id(p)] = n
-        return out
+        return tied_names(self.build_model())
 
     @property
     def stage(self) -> str:
@@ -85,6 +78,17 @@ class StageFile:
         return {"format": STAGE_FORMAT, "arch": self.arch, "data": self.data,
                 "state_dict": self.state_dict, "masks": self.masks, "quant": self.quant,
                 "history": self.history}
+
+
+def tied_names(model: nn.Module) -> dict:
+    """``{other name: first name}`` of every parameter ``model`` holds under two names."""
+    first, out = {}, {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[n] = first[id(p)]
+        else:
+            first[id(p)] = n
+    return out
 
 
 def as_stage(obj, data=None) -> StageFile:

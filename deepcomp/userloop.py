@@ -32,6 +32,7 @@ from .errors import UsageError
 from .prune import (METHODS, GradualPruner, MaskKeeper, PruneConfig, _setting, compute_masks,
                     prunable_names, ramp_schedule, sparsity_of)
 from .quantize import (QuantizeConfig, attach_codebooks, detach_codebooks, layer_bits, share)
+from .stagefile import tied_names
 
 __all__ = ["prune_masks", "apply_masks", "MaskHandle", "GradualSchedule", "share_weights",
            "ShareHandle", "attached"]
@@ -197,7 +198,7 @@ def share_weights(model: nn.Module, bits=5, init: str = "linear", masks: dict | 
     _adopt_torch_prune(model)
     cfg = QuantizeConfig(bits=_setting_text(bits), init=init, float16_codebooks=float16)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    aliases = _aliases(model)
+    aliases = tied_names(model)
     per_layer = layer_bits(state, cfg.bits, aliases)
     handle = getattr(model, _MASKS, None)
     masks = masks if masks is not None else (handle.masks if handle is not None else {})
@@ -209,16 +210,6 @@ def share_weights(model: nn.Module, bits=5, init: str = "linear", masks: dict | 
         for n in per_layer:
             params[n].copy_(work[n])
     return ShareHandle(model, quant, attach_codebooks(model, quant, float16))
-
-
-def _aliases(model: nn.Module) -> dict:
-    first, out = {}, {}
-    for n, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in first:
-            out[n] = first[id(p)]
-        else:
-            first[id(p)] = n
-    return out
 
 
 def attached(model: nn.Module) -> tuple[dict, dict]:
