@@ -480,6 +480,23 @@ def test_inconsistent_stage_files_are_refused():
         encode_stage(sf)
     with pytest.raises(errors.UsageError, match="--index-bits: pattern .conv9. matches no layer"):
         encode_stage(tiny_stage(), EncodeConfig(index_bits="conv9=4"))
+    sf = tiny_stage()                                    # a cluster index one past the codebook
+    sf.quant["fc3.weight"]["indices"][0, 0] = len(sf.quant["fc3.weight"]["codebook"])
+    sf.state_dict["fc3.weight"][0, 0] = 0.0
+    with pytest.raises(errors.CheckpointError, match="cluster indices outside -1..1"):
+        encode_stage(sf)
+
+
+def test_every_index_width_of_the_format_encodes():
+    """1 to 12 bits (MAX_BITS), the widest included; 13 is refused."""
+    for bits in (1, 12):
+        buf, _ = encode_stage(tiny_stage(), EncodeConfig(index_bits=str(bits)))
+        assert_same_stage(decode_bytes(buf), tiny_stage())
+        entries = [e for e in split_v2(buf)[0]["tensors"] if isinstance(e, list)]
+        assert {e[2] if e[0] == "sparse" else e[5] for e in entries
+                if e[0] in ("sparse", "quantized")} == {bits}      # FIELDS_V2's index_bits
+    with pytest.raises(errors.UsageError, match="1 to 12 bits"):
+        encode_stage(tiny_stage(), EncodeConfig(index_bits="13"))
 
 
 # --- errors and the CLI ------------------------------------------------------------------

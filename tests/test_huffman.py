@@ -71,6 +71,21 @@ def test_streams_longer_than_a_segment_decode_exactly(alphabet, lengths_of):
     assert np.array_equal(got[0], other) and np.array_equal(got[1], sym)
 
 
+@pytest.mark.parametrize("width", [1, 4, 8])
+def test_the_bitwise_decoder_across_a_segment_boundary_that_a_code_ends_on(width):
+    """Fixed-width codes whose words end exactly at the 2**20-bit segment boundary: the next
+    segment starts there. (The batch decoder's lanes stay in step with such codes, so this
+    path is reached only directly.)"""
+    rng = np.random.default_rng(width)
+    n = huffman._SEGMENT_BITS // width + 1000
+    sym = rng.integers(0, 1 << width, n)
+    lengths = np.full(1 << width, width, np.uint8)
+    buf, nbits = huffman.encode(sym, lengths)
+    assert nbits > huffman._SEGMENT_BITS and huffman._SEGMENT_BITS % width == 0
+    got = huffman._decode_bitwise(huffman._Stream(buf, lengths, n, "s"))
+    assert np.array_equal(got, sym)
+
+
 def test_lengths_are_capped_and_complete():
     fib = [1, 1]
     while len(fib) < 40:

@@ -135,3 +135,29 @@ def test_pruning_a_pruned_file_keeps_old_masks(trained_lenet, tmp_path):
 def test_bad_settings(trained_lenet, cfg, msg):
     with pytest.raises(UsageError, match=msg):
         prune(trained_lenet, None, cfg)
+
+
+def test_one_retraining_epoch_retrains(trained_lenet, digits):
+    """retrain_epochs=1 (the default) trains: the kept weights move and the record says so."""
+    cfg = PruneConfig(method="global", sparsity="0.8", retrain_epochs=1, retrain_lr=0.05,
+                      train=quiet())
+    out = prune(trained_lenet, digits, cfg, log=lambda *a: None)
+    once = prune(trained_lenet, None, PruneConfig(method="global", sparsity="0.8"))
+    (rnd,) = out.history[-1]["iterations"]
+    assert len(rnd["epochs"]) == 1 and "retrained" in rnd
+    assert not torch.equal(out.state_dict["fc1.weight"], once.state_dict["fc1.weight"])
+
+
+def test_default_bits_follow_the_paper_by_layer_kind():
+    """Paper, sections 2 and 3: 8 bits for convolutions (1-, 2- or 3-D), 5 for linear layers."""
+    from deepcomp.sparse import default_index_bits, default_weight_bits
+    for shape, bits in (((10, 20), 5), ((8, 4, 3), 8), ((8, 4, 3, 3), 8), ((8, 4, 3, 3, 3), 8)):
+        t = torch.zeros(shape)
+        assert default_index_bits(t) == default_weight_bits(t) == bits, shape
+
+
+def test_steps_per_epoch_of_any_batch_size(digits):
+    from deepcomp.prune import _steps_per_epoch
+    n = len(digits.train_y)
+    assert [_steps_per_epoch(digits, b) for b in (1, 2, 128, n, 10 * n)] == \
+        [n, -(-n // 2), -(-n // 128), 1, 1]

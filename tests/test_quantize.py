@@ -253,3 +253,15 @@ def test_cli_quantize(tmp_path, capsys, digits):
     assert not bad.exists()
     err = capsys.readouterr().err
     assert "matches no layer" in err and "no such file" in err
+
+
+def test_fine_tuning_distils_from_the_input_model(digits):
+    """finetune.distill_weight > 0 without a teacher: the input (unquantized) model teaches."""
+    pruned = make_stage("lenet300", digits, prune_share=0.7)
+    runs = {}
+    for w in (0.0, 0.9):
+        cfg = QuantizeConfig(bits="*=3", finetune=TrainConfig(epochs=1, lr=1e-3, progress=False,
+                                                              distill_weight=w))
+        runs[w] = quantize(pruned, digits, cfg)
+    a, b = runs[0.0].quant["fc1.weight"]["codebook"], runs[0.9].quant["fc1.weight"]["codebook"]
+    assert not torch.equal(a, b)                    # the loss differed, so did the training

@@ -36,7 +36,7 @@ CORE = {
     "huffman": ["tests/test_huffman.py"],
     "sparse": ["tests/test_dcfile.py"],
     "prune": ["tests/test_prune.py", "tests/test_prune_schedules.py"],
-    "quantize": ["tests/test_quantize.py"],
+    "quantize": ["tests/test_quantize.py", "tests/test_userloop.py"],
     "encode": ["tests/test_dcfile.py"],
     "decode": ["tests/test_dcfile.py", "tests/test_dcfile_fuzz.py", "tests/test_reader_limits.py"],
     "dcformat": ["tests/test_dcfile.py", "tests/test_dcfile_fuzz.py",
