@@ -747,3 +747,16 @@ def test_bench_format_writes_a_valid_version_1_file_and_adds_up(tmp_path):
     for col in ("v1", "v2", "v2_strip", "v2_strip_f16", "v2_smallest"):
         assert sum(r[col][p] for p in bench.PARTS) == r[col]["total"]
     assert r["v2"]["total"] < r["v1"]["total"]
+
+
+def test_a_target_mode_record_keeps_its_validation_reference():
+    """A record measured on the validation split (compress --max-drop) keeps the reference it is
+    measured against, or the report's delta would be against the test set's baseline."""
+    from deepcomp.encode import compact_record
+    rec = {"stage": "quantized", "split": "validation", "command": "c", "wall_time": 1.0,
+           "metrics": {"top1": 90.0, "top5": 99.0, "loss": 0.3},
+           "validation_reference": {"top1": 91.5, "top5": 99.5, "loss": 0.2},
+           "sizes": {"bytes": 100, "nonzero_share": 0.1}}
+    out = compact_record(rec)
+    assert out["split"] == "validation"
+    assert out["validation_reference"] == {"top1": 91.5, "top5": 99.5}
