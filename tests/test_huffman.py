@@ -86,6 +86,17 @@ def test_the_bitwise_decoder_across_a_segment_boundary_that_a_code_ends_on(width
     assert np.array_equal(got, sym)
 
 
+def test_a_code_whose_longest_words_are_far_longer_than_its_odd_lengths():
+    """Lengths {1, 2, 4, 6, 8, 10}: the longest code words are 10 bits, every odd length but
+    1 is missing; a stream of only 10-bit words must decode (a miscounted longest length
+    sized the lanes' windows and the plausibility bound wrong)."""
+    lengths = np.array([1, 2, 4, 6, 8, 10, 10], np.uint8)
+    sym = np.random.default_rng(0).integers(5, 7, 1000)
+    buf, nbits = huffman.encode(sym, lengths)
+    assert nbits == 10 * len(sym)
+    assert np.array_equal(huffman.decode(buf, lengths, len(sym)), sym)
+
+
 def test_lengths_are_capped_and_complete():
     fib = [1, 1]
     while len(fib) < 40:
