@@ -182,11 +182,15 @@ def test_named_errors(dcdump, tmp_path):
         assert r.stderr.endswith(f"({status})\n"), (i, r.stderr)
 
 
-def test_the_shipped_model_encoded_again(dcdump, tmp_path):
-    """models/lenet300-mnist.dc (trained, pruned, quantized with float32 codebooks; version 1)
-    written again as version 2."""
-    sf = read_dc(os.path.join(ROOT, "models", "lenet300-mnist.dc"))
-    assert_decodes_like_python(dcdump, encode_stage(sf)[0], tmp_path)
+@pytest.mark.parametrize("path", ["tests/golden/lenet300-mnist-v1.dc", "models/lenet300-mnist.dc",
+                                  "models/lenet300-mnist-max.dc"])
+def test_shipped_models(dcdump, tmp_path, path):
+    """The shipped LeNet-300-100 files read as they are, and the previous one (trained, pruned,
+    quantized with float32 codebooks; version 1) written again as version 2."""
+    buf = open(os.path.join(ROOT, path), "rb").read()
+    if buf[8] == 1:
+        buf = encode_stage(read_dc(os.path.join(ROOT, path)))[0]
+    assert_decodes_like_python(dcdump, buf, tmp_path)
 
 
 @pytest.mark.parametrize("name", ["lenet300", "lenet5", "resnet20"])

@@ -1,6 +1,6 @@
 """Size and inference speed of a model exported to ONNX, against the same model in PyTorch.
 
-    .venv/bin/python tools/bench_export.py                          # models/lenet300-mnist.dc
+    .venv/bin/python tools/bench_export.py                          # tests/golden/lenet300-mnist-v1.dc
     .venv/bin/python tools/bench_export.py FILE --batch 1,64 --repeat 200
 
 Exports FILE (a .dc or stage file) with deepcomp.export.to_onnx into a temporary folder and
@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from deepcomp.export import to_onnx  # noqa: E402
 from deepcomp.loading import load_stage  # noqa: E402
 
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models",
-                       "lenet300-mnist.dc")
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden",
+                       "lenet300-mnist-v1.dc")
 
 
 def best_ms(fn, repeat: int, warmup: int) -> float:
@@ -62,7 +62,7 @@ def once_ms(fn) -> tuple[float, object]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("input", nargs="?", default=SHIPPED, help=".dc or stage file "
-                   "(default: models/lenet300-mnist.dc)")
+                   "(default: tests/golden/lenet300-mnist-v1.dc)")
     p.add_argument("--batch", default="1,64", help="batch sizes (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="threads, both runtimes (default: 1)")
     p.add_argument("--repeat", type=int, default=200, help="timed passes (default: %(default)s)")

@@ -14,7 +14,7 @@ version 1 reader, so it is a valid version 1 file. Version 2 is ``deepcomp encod
 smallest lossy settings, ``--strip --float16 --dense-bits 4`` and ``--fold-bn`` where the model
 has batch norm (bytes only: the accuracy of the lossy files is not measured here).
 
-    python tools/bench_format.py models/lenet300-mnist.dc lenet5.quantized.pt resnet20.dc
+    python tools/bench_format.py tests/golden/lenet300-mnist-v1.dc lenet5.quantized.pt resnet20.dc
     python tools/bench_format.py --json out.json FILE...
 
 A .dc file given as input is decoded first; its stage history is what the file kept (for a

@@ -21,7 +21,7 @@ the model's cluster index and gap symbols as format 2.0 lays them out (one strea
 tensor, fillers included, in the walk order the encoder chose): what Huffman coding each symbol
 on its own cannot beat.
 
-    python tools/bench_xz.py models/lenet300-mnist.dc /work/samples/r20.quantized.pt
+    python tools/bench_xz.py tests/golden/lenet300-mnist-v1.dc /work/samples/r20.quantized.pt
 """
 from __future__ import annotations
 

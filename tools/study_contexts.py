@@ -21,8 +21,8 @@ cluster index in walk order), at the encoder's order and width. Such a context f
 sequential decoding (deepcomp decodes all lanes of all streams at once, which a table that
 depends on the symbol before cannot do), so it would have to pay a lot to be worth it.
 
-    python tools/study_contexts.py models/lenet300-mnist.dc /work/samples/r20.quantized.pt
-    python tools/study_contexts.py --index-bits 5 models/lenet300-mnist.dc   # the paper's width
+    python tools/study_contexts.py tests/golden/lenet300-mnist-v1.dc /work/samples/r20.quantized.pt
+    python tools/study_contexts.py --index-bits 5 tests/golden/lenet300-mnist-v1.dc   # the paper's width
 """
 from __future__ import annotations
 
