@@ -550,8 +550,22 @@ static void conv2d(const layer *L, const layer *X)
                 valid_range(W, OW, sw, pw, kx, &ox_lo, &ox_hi);
                 valid_range(H, OH, sh, ph, ky, &oy_lo, &oy_hi);
             }
-            if (ox_lo >= ox_hi)
+            if (ox_lo >= ox_hi || oy_lo >= oy_hi)
                 continue;
+            if (sw == 1 && sh == 1 && OW == W) {
+                /* rows of input and output have one stride: the block is one run of memory,
+                 * less the columns the kernel's offset leaves out at each row's ends */
+                size_t first = (size_t)oy_lo * OW + ox_lo, len = (size_t)(oy_hi - 1) * OW +
+                               ox_hi - first, r;
+                const float *xs = x + (size_t)(oy_lo + ky - ph) * W + (ox_lo + kx - pw);
+                axpy(y + first, xs, 1, (uint32_t)len, v);
+                for (r = 1; r < oy_hi - oy_lo && (ox_lo || ox_hi < OW); r++) {
+                    size_t q;                     /* undo the columns between rows */
+                    for (q = r * OW - (OW - ox_hi); q < r * OW + ox_lo; q++)
+                        y[first + q - ox_lo] -= v * xs[q - ox_lo];
+                }
+                continue;
+            }
             for (oy = oy_lo; oy < oy_hi; oy++)
                 axpy(y + (size_t)oy * OW + ox_lo,
                      x + (size_t)(oy * sh + ky - ph) * W + ((size_t)ox_lo * sw + kx - pw), sw,
@@ -618,9 +632,13 @@ static void run_node(const dcr_model *m, size_t i)
         linear(L, X);
         break;
     case DC_OP_BATCHNORM: {
-        size_t per = L->ndim == 3 ? (size_t)L->shape[1] * L->shape[2] : 1;
-        for (j = 0; j < n; j++)
-            L->out[j] = X->out[j] * L->scale[j / per] + L->bias[j / per];
+        size_t per = L->ndim == 3 ? (size_t)L->shape[1] * L->shape[2] : 1, c;
+        for (c = 0; c < L->shape[0]; c++) {
+            const float *x = X->out + c * per;
+            float *y = L->out + c * per, a = L->scale[c], b = L->bias[c];
+            for (j = 0; j < per; j++)
+                y[j] = x[j] * a + b;
+        }
         break;
     }
     case DC_OP_RELU:
