@@ -99,7 +99,7 @@ def _std_sparsity(weights, stds, s):
 def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[str],
           retrain: TrainConfig | None = None, device="auto", log=print,
           min_keep: float = PruneConfig.min_keep, done: list | None = None,
-          save=None) -> list[dict]:
+          save=None, scheme: str = "masked") -> list[dict]:
     """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
 
     For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
@@ -122,7 +122,7 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
                 if (method, s) in finished:
                     continue
                 scan = _sweep_point(base, weights, names, method, s, data, retrain, device, log,
-                                    min_keep, scan, rows)
+                                    min_keep, scan, rows, scheme)
                 if save is not None:
                     rs.save_then_check(save, rows, f"after {len(rows)} of "
                                                    f"{len(methods) * len(sparsities)} points")
@@ -130,9 +130,9 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
 
 
 def _sweep_point(base, weights, names, method, s, data, retrain, device, log, min_keep, scan,
-                 rows):
+                 rows, scheme="masked"):
     """One point of :func:`sweep`: its row appended to ``rows``; returns the sensitivity scan
-    (made on first use)."""
+    (made on first use). ``scheme``: masked or freeze retraining (PruneConfig.retrain)."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
     if method == "std":
@@ -152,7 +152,12 @@ def _sweep_point(base, weights, names, method, s, data, retrain, device, log, mi
            "top1": m["top1"], "top5": m["top5"], "loss": m["loss"]}
     if retrain is not None and retrain.epochs > 0:
         keeper = MaskKeeper(model, masks)
-        fit(model, data, retrain, after_step=keeper, desc=f"{method} {s:.2f}")
+        frozen = {n.rpartition(".")[0] for n, m in masks.items() if not bool(m.all())} \
+            if scheme == "freeze" else set()
+        params = [p for n, p in model.named_parameters() if n.rpartition(".")[0] not in frozen]
+        if params:
+            fit(model, data, retrain, after_step=keeper, desc=f"{method} {s:.2f}",
+                params=params)
         keeper.remove()
         r = evaluate(model, data, device)
         row.update(retrained_top1=r["top1"], retrained_top5=r["top5"],

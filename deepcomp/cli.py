@@ -118,9 +118,19 @@ def add_prune_args(p):
                    help="prune during retraining, along a cubic ramp (Zhu & Gupta 2017)")
     p.add_argument("--mask-every", type=R["mask_every"], default=d.mask_every,
                    help="--gradual: steps between mask updates (default: %(default)s)")
+    add_scheme_arg(p)
+    p.add_argument("--include-bias", action="store_true",
+                   help="prune the biases of convolutions and linear layers with their weights, "
+                        "by the same method and setting (default: weights only)")
     p.add_argument("--ramp-fraction", type=R["ramp_fraction"], default=d.ramp_fraction,
                    help="--gradual: share of the retraining over which sparsity ramps up "
                         "(default: %(default)s)")
+
+
+def add_scheme_arg(p):
+    p.add_argument("--retrain", default="masked", choices=["masked", "freeze"],
+                   help="masked: retrain every layer, pruned weights held at zero (default); "
+                        "freeze: train only the layers pruning left whole")
 
 
 def add_quantize_args(p):
@@ -524,6 +534,7 @@ def prune_config(a):
                        iterations=a.iterations, retrain_epochs=a.retrain_epochs,
                        retrain_lr=a.retrain_lr, min_keep=a.min_keep, gradual=a.gradual,
                        mask_every=a.mask_every, ramp_fraction=a.ramp_fraction,
+                       retrain=a.retrain, include_bias=a.include_bias,
                        train=_shared_train(a))
 
 
@@ -607,11 +618,11 @@ def cmd_sweep(a):
     from .prune import _default_retrain_lr
     retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
     ckpt = _analysis_checkpoint(a, "sweep", {"sparsities": grid, "methods": methods,
-                                             "max_images": a.max_images,
+                                             "max_images": a.max_images, "scheme": a.retrain,
                                              "retrain": retrain.to_dict() if retrain else None},
                                 sf, data)
     rows = sweep(sf, data, grid, methods, retrain, a.device, log=print, done=ckpt.load(),
-                 save=ckpt.save)
+                 save=ckpt.save, scheme=a.retrain)
     _write_csv(a.output + ".csv", rows)
     plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec.partition(':')[0]} "
                f"({len(data.test_y)} test images): one-shot pruning")
@@ -682,7 +693,7 @@ def _not_applying(a):
     epochs = (epochs,) if isinstance(epochs, str) else epochs
     if epochs and not any(getattr(a, e) for e in epochs):
         flags = " and ".join("--" + e.replace("_", "-") for e in epochs)
-        for dest in _TRAINING + ("retrain_lr", "finetune_lr"):
+        for dest in _TRAINING + ("retrain_lr", "finetune_lr", "retrain"):
             yield dest, f"nothing is trained ({flags} 0)"
     if cmd == "compress" and a.max_drop is None:
         yield "budget_epochs", "it bounds --max-drop's search, and --max-drop is not given"
@@ -762,6 +773,7 @@ def _p_sweep(s):
                    help="short retraining at every point (default: 0, none)")
     s.add_argument("--retrain-lr", type=R["lr"], default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
+    add_scheme_arg(s)
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     s.add_argument("-o", "--output", default="sweep",
                    help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")

@@ -74,6 +74,13 @@ class PruneConfig:
     mask_every: int = 100             # steps between mask updates (Zhu & Gupta: 100 to 1000)
     ramp_fraction: float = 0.75       # share of the retraining steps over which sparsity ramps up
     retrain_epochs: int = 1           # per iteration; 0 = prune only
+    # masked: retrain every layer, pruned weights held at zero (Han et al. 2015); freeze: train
+    # only what pruning did not touch (the pruned layers, weights and biases, stay as pruned;
+    # the other layers, biases and batch norm train), the baseline scheme of pruning studies
+    retrain: str = "masked"
+    # prune the biases of convolutions and linear layers with their weights, by the same
+    # method and setting (off: the paper prunes weights only; biases are 0.1% of LeNet-300-100)
+    include_bias: bool = False
     # Han 2015 retrain LeNet at a tenth of the original learning rate; None = tenth of the rate
     # the input was trained with (from its history), else 0.01.
     retrain_lr: float | None = None
@@ -83,10 +90,19 @@ class PruneConfig:
         return asdict(self)
 
 
-def prunable_names(sf_or_model) -> list[str]:
-    """Convolution and linear weights, in model order; a tied weight under its first name only."""
+def prunable_names(sf_or_model, include_bias: bool = False) -> list[str]:
+    """Convolution and linear weights, in model order; a tied weight under its first name only;
+    with ``include_bias``, each such layer's bias after its weight."""
     model = sf_or_model.build_model() if isinstance(sf_or_model, StageFile) else sf_or_model
-    return [k for k, v in model.named_parameters() if is_prunable_weight(k, v)]
+    params = dict(model.named_parameters())
+    out = []
+    for k, v in params.items():
+        if is_prunable_weight(k, v):
+            out.append(k)
+            bias = k[:-len("weight")] + "bias"
+            if include_bias and bias in params and params[bias].is_floating_point():
+                out.append(bias)
+    return out
 
 
 def sparsity_of(masks: dict, names=None) -> float:
@@ -318,6 +334,11 @@ def _check(cfg: PruneConfig, data) -> None:
     if cfg.method == "sensitivity" and (data is None or cfg.scan_images < 1):
         raise UsageError("--method sensitivity measures every layer: it needs data and "
                          "scan images >= 1")
+    if cfg.retrain not in ("masked", "freeze"):
+        raise UsageError(f"retrain must be masked or freeze, got {cfg.retrain!r}")
+    if cfg.gradual and cfg.retrain == "freeze":
+        raise UsageError("gradual pruning prunes every layer while it retrains: it retrains "
+                         "masked, not frozen")
     if cfg.gradual:
         if cfg.iterations != 1:
             raise UsageError("gradual pruning ramps inside one retraining run: give no iterations")
@@ -345,7 +366,7 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
     sf = as_stage(sf, data)
     t0 = time.perf_counter()
     model = sf.build_model()
-    names = prunable_names(model)
+    names = prunable_names(model, cfg.include_bias)
     setting = _setting(cfg, names)
     saved = checkpoint.load() if checkpoint is not None else None
     if cfg.method == "sensitivity":
@@ -454,10 +475,11 @@ def _retrain_round(model, keeper: MaskKeeper, names, rnd: dict, k: int, cfg: Pru
     through ``save``); record the epochs, the sparsity (gradual) and the accuracy after it in
     ``rnd``; return the masks. A stop signal raises :class:`resume.Stopped` naming the round."""
     from . import resume as rs
+    params = _trainable(model, keeper, cfg, rnd)
     try:
         rnd["epochs"] = fit(model, data, tcfg, after_step=keeper, teacher=teacher,
                             desc=f"retrain {k}/{cfg.iterations}", resume=fit_resume,
-                            checkpoint=save)
+                            checkpoint=save, params=params) if params != [] else []
     except rs.Stopped as e:
         raise rs.Stopped(f"stopped at round {k}/{cfg.iterations}, {e}; run the same "
                          "command to resume", e.signum) from None
@@ -470,6 +492,17 @@ def _retrain_round(model, keeper: MaskKeeper, names, rnd: dict, k: int, cfg: Pru
         f"{rnd['retrained']['top1']:.2f}%" + (f" at sparsity {100 * rnd['sparsity']:.2f}%"
                                                if cfg.gradual else ""))
     return masks
+
+
+def _trainable(model, keeper: MaskKeeper, cfg: PruneConfig, rnd: dict):
+    """What retraining updates: every parameter (masked retraining: None), or with
+    ``retrain="freeze"`` those of the layers pruning left whole (the pruned layers' weights and
+    biases frozen, named in ``rnd["frozen"]``; an empty list: nothing to train)."""
+    if cfg.retrain != "freeze":
+        return None
+    frozen = {n.rpartition(".")[0] for n, m in keeper.masks.items() if not bool(m.all())}
+    rnd["frozen"] = sorted(frozen)
+    return [p for n, p in model.named_parameters() if n.rpartition(".")[0] not in frozen]
 
 
 def _pruned_stage(sf: StageFile, model, masks, thresholds, names, rounds, before,

@@ -33,7 +33,7 @@ def layer_sizes(sf, index_bits: dict | None = None) -> list[dict]:
     """One row per prunable weight: counts, bits and the paper's P+Q size in bits."""
     rows = []
     for name, w in sf.state_dict.items():
-        if not is_prunable_weight(name, w):
+        if not (is_prunable_weight(name, w) or name in sf.masks):     # a pruned bias counts too
             continue
         n = w.numel()
         mask = sf.masks.get(name)

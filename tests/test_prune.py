@@ -161,3 +161,47 @@ def test_steps_per_epoch_of_any_batch_size(digits):
     n = len(digits.train_y)
     assert [_steps_per_epoch(digits, b) for b in (1, 2, 128, n, 10 * n)] == \
         [n, -(-n // 2), -(-n // 128), 1, 1]
+
+
+def test_freeze_retraining_keeps_pruned_layers_bit_identical_and_trains_the_rest(
+        trained_lenet, digits):
+    cfg = PruneConfig(method="layer", sparsity="fc1=0.8,fc2=0,fc3=0", retrain_epochs=2,
+                      retrain_lr=0.05, retrain="freeze", train=quiet())
+    out = prune(trained_lenet, digits, cfg, log=lambda *a: None)
+    once = prune(trained_lenet, None, PruneConfig(method="layer", sparsity="fc1=0.8,fc2=0,fc3=0"))
+    for k in ("fc1.weight", "fc1.bias"):                          # the pruned layer: as pruned
+        assert torch.equal(out.state_dict[k], once.state_dict[k]), k
+    for k in ("fc2.weight", "fc3.weight", "fc2.bias"):             # the others: trained
+        assert not torch.equal(out.state_dict[k], once.state_dict[k]), k
+    assert out.history[-1]["iterations"][0]["frozen"] == ["fc1"]
+    masked = prune(trained_lenet, digits, PruneConfig(method="layer",
+                                                      sparsity="fc1=0.8,fc2=0,fc3=0",
+                                                      retrain_epochs=2, retrain_lr=0.05,
+                                                      train=quiet()), log=lambda *a: None)
+    assert not torch.equal(masked.state_dict["fc1.weight"], once.state_dict["fc1.weight"])
+    with pytest.raises(UsageError, match="retrains masked, not frozen"):
+        prune(trained_lenet, digits, PruneConfig(method="global", gradual=True, retrain="freeze",
+                                                 retrain_epochs=1, train=quiet()))
+
+
+def test_biases_pruned_with_their_weights_stay_zero_and_are_counted(trained_lenet, digits):
+    from deepcomp.sizes import layer_sizes
+    cfg = PruneConfig(method="global", sparsity="0.8", include_bias=True, retrain_epochs=2,
+                      train=quiet(momentum=0.9, weight_decay=5e-3))
+    out = prune(trained_lenet, digits, cfg, log=lambda *a: None)
+    assert {"fc1.bias", "fc2.bias", "fc3.bias"} <= set(out.masks)
+    pruned_biases = 0
+    for k in ("fc1.bias", "fc2.bias", "fc3.bias"):
+        m, b = out.masks[k], out.state_dict[k]
+        assert torch.equal(b[~m], torch.zeros_like(b[~m])), k
+        pruned_biases += int((~m).sum())
+    assert pruned_biases > 0
+    rows = {r["name"]: r for r in layer_sizes(out)}
+    assert rows["fc1.bias"]["kept"] == int(out.masks["fc1.bias"].sum())
+    without = prune(trained_lenet, None, PruneConfig(method="global", sparsity="0.8"))
+    assert not any(k.endswith("bias") for k in without.masks)
+    from deepcomp.decode import decode_bytes
+    from deepcomp.encode import encode_stage
+    back = decode_bytes(encode_stage(out)[0])                  # stored sparse, read back exactly
+    assert torch.equal(back.masks["fc1.bias"], out.masks["fc1.bias"])
+    assert all(torch.equal(back.state_dict[k], v) for k, v in out.state_dict.items())
