@@ -99,7 +99,7 @@ def _std_sparsity(weights, stds, s):
 def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[str],
           retrain: TrainConfig | None = None, device="auto", log=print,
           min_keep: float = PruneConfig.min_keep, done: list | None = None,
-          save=None, scheme: str = "masked") -> list[dict]:
+          save=None, scheme: str = "masked", include_bias: bool = False) -> list[dict]:
     """Accuracy against sparsity for several methods, one-shot, optionally with retraining.
 
     For ``std`` the single quality parameter s is found that reaches each overall sparsity, so all
@@ -109,7 +109,7 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
     ``save(rows)`` is called after each point.
     """
     base = sf.build_model()
-    names = prunable_names(base)
+    names = prunable_names(base, include_bias)
     weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
     for method in methods:
         if method not in METHODS:

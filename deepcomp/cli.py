@@ -619,10 +619,11 @@ def cmd_sweep(a):
     retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
     ckpt = _analysis_checkpoint(a, "sweep", {"sparsities": grid, "methods": methods,
                                              "max_images": a.max_images, "scheme": a.retrain,
+                                             "include_bias": a.include_bias,
                                              "retrain": retrain.to_dict() if retrain else None},
                                 sf, data)
     rows = sweep(sf, data, grid, methods, retrain, a.device, log=print, done=ckpt.load(),
-                 save=ckpt.save, scheme=a.retrain)
+                 save=ckpt.save, scheme=a.retrain, include_bias=a.include_bias)
     _write_csv(a.output + ".csv", rows)
     plot_sweep(rows, a.output + ".png", f"{sf.arch['name']} on {data.spec.partition(':')[0]} "
                f"({len(data.test_y)} test images): one-shot pruning")
@@ -774,6 +775,8 @@ def _p_sweep(s):
     s.add_argument("--retrain-lr", type=R["lr"], default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
     add_scheme_arg(s)
+    s.add_argument("--include-bias", action="store_true",
+                   help="prune the biases of convolutions and linear layers with their weights")
     add_train_args(s, prefix="retrain-", skip_epochs_lr=True)
     s.add_argument("-o", "--output", default="sweep",
                    help="writes OUTPUT.csv and OUTPUT.png (default: %(default)s)")

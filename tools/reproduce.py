@@ -7,6 +7,7 @@
     python tools/reproduce.py resnet20-gradual   # the same, gradual LAMP pruning + distillation
     python tools/reproduce.py resnet20-27   # the same over 27 epochs, sensitivity bits, float16 dense
     python tools/reproduce.py resnet20-30   # 6 fine-tuning epochs, batch norm folded (same pruning)
+    python tools/reproduce.py study-schemes  # a pruning study of docs/STUDIES.md (tools/studies.py)
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
 docs/results/RECIPE.md: the commands, the time of each, the machine, and `deepcomp report`'s
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from deepcomp.pipeline import stage_paths
+from studies import STUDIES, main as studies_main
 
 ROOT = Path(__file__).resolve().parent.parent
 # Paths as the commands are run (from the repository's root) and recorded in every file's
@@ -228,12 +230,15 @@ def rebuild_results() -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("recipes", nargs="+", choices=sorted(RECIPES))
+    p.add_argument("recipes", nargs="+", choices=sorted(RECIPES) + [f"study-{s}" for s in STUDIES])
     p.add_argument("--runs", default=str(ROOT / "runs"), help="folder for the model files")
     p.add_argument("--fresh", action="store_true", help="redo every step")
     a = p.parse_args()
     try:
         for name in a.recipes:
+            if name.startswith("study-"):        # the studies run in-process, resumable alike
+                studies_main([name.removeprefix("study-")])
+                continue
             run(name, Path(a.runs), a.fresh)
     except subprocess.CalledProcessError as e:   # the step printed its own one-line reason
         cmd = shlex.join(["deepcomp", *e.cmd[1:2]])
