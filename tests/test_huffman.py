@@ -144,9 +144,9 @@ def test_malformed_streams_raise_format_errors():
                        lengths, len(sym))                        # non-zero padding
 
 
-def test_decode_is_faster_than_a_python_loop():
-    """The reason for vectorizing: decode beats dahuffman's per-bit loop on the same code."""
-    import time
+def test_decode_agrees_with_dahuffman():
+    """Our vectorized decoder and dahuffman's per-bit loop read the same symbols from the same
+    code (how much faster ours is, tools/bench_codec.py measures)."""
     from dahuffman.huffmancodec import PrefixCodec
     rng = np.random.default_rng(3)
     sym = _stream(rng, 257, 200_000, 0.3)
@@ -155,14 +155,9 @@ def test_decode_is_faster_than_a_python_loop():
     codes = huffman.canonical_codes(lengths)
     codec = PrefixCodec({int(s): (int(lengths[s]), int(codes[s])) for s in np.flatnonzero(lengths)},
                         check=False, eof=-1)
-    t = time.perf_counter()
     ours = huffman.decode(buf, lengths, len(sym))
-    t_ours = time.perf_counter() - t
-    t = time.perf_counter()
     theirs = list(codec.decode_streaming(buf))[: len(sym)]
-    t_theirs = time.perf_counter() - t
     assert np.array_equal(ours, theirs)
-    assert t_ours * 3 < t_theirs     # loose bound for a shared CI machine; tools/ measures
 
 
 def test_batches_split_by_size(monkeypatch):
