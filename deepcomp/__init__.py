@@ -2,18 +2,49 @@
 
 Stages, each a function over plain data and a command:
 ``prune`` -> ``quantize`` -> ``encode`` (a ``.dc`` file) -> ``decode``/``load``;
-``compress`` runs them all.
+``compress`` runs them all. docs/ARCHITECTURE.md says which module owns what.
+
+The public names below are imported when first used (PEP 562), so ``import deepcomp.dc``, the
+file format, does not import torch.
 """
-__version__ = "0.1.0"
+import sys
+import types
+from importlib import import_module
 
-from .prune import PruneConfig, prune  # noqa: E402  (stage 1: pruning)
-from .quantize import QuantizeConfig, quantize  # noqa: E402  (stage 2: weight sharing)
-from .encode import EncodeConfig, encode  # noqa: E402  (stage 3: the .dc file)
-from .decode import decode, load  # noqa: E402  (.dc file -> state dict / model)
-from .pipeline import CompressConfig, compress  # noqa: E402  (all stages, resumable)
-from .userloop import (GradualSchedule, apply_masks, prune_masks,  # noqa: E402  (your own loop)
-                       share_weights)
+from ._version import __version__
 
-__all__ = ["PruneConfig", "prune", "QuantizeConfig", "quantize", "EncodeConfig", "encode",
-           "decode", "load", "CompressConfig", "compress", "prune_masks", "apply_masks",
-           "GradualSchedule", "share_weights", "__version__"]
+# public name -> the module that defines it
+_PUBLIC = {"PruneConfig": "prune", "prune": "prune",                      # stage 1: pruning
+           "QuantizeConfig": "quantize", "quantize": "quantize",          # stage 2: weight sharing
+           "EncodeConfig": "encode", "encode": "encode",                  # stage 3: the .dc file
+           "decode": "loading", "load": "loading",           # .dc file -> state dict / model
+           "CompressConfig": "pipeline", "compress": "pipeline",          # all stages, resumable
+           "prune_masks": "userloop", "apply_masks": "userloop",          # your own loop
+           "GradualSchedule": "userloop", "share_weights": "userloop"}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})
+
+
+class _Package(types.ModuleType):
+    """``deepcomp.prune``, ``.quantize`` and ``.encode`` are the stage functions, as they always
+    were, although modules of the same names exist: importing such a module does not replace
+    the function (the import system sets a package's attribute to each submodule it loads)."""
+
+    def __setattr__(self, name, value):
+        if not (name in _PUBLIC and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

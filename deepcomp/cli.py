@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from . import __version__
+from ._version import __version__
 from .checks import RANGES as R, Range, Setting
 from .errors import DeepcompError, UsageError
 from .sizes import format_ratio
@@ -420,7 +420,7 @@ def _compared(ratio: float) -> str:
 
 
 def cmd_decode(a):
-    from .decode import decode
+    from .loading import decode
     out = out_path(a)
     check_outputs(a, [out])
     sd = decode(a.input, out, a.model)

@@ -1,31 +1,37 @@
 """Encode a stage file as a ``.dc`` file (Han et al. 2016, sections 2 and 4; docs/FORMAT.md).
 
 Each weight with a mask is stored sparse: its kept positions as Huffman-coded relative indices
-(CSR or CSC, and the index width, whichever are smaller), its values as Huffman-coded cluster indices when it is
-quantized, else as float32. A quantized weight without a mask stores a cluster index for every
-element. Everything else is raw, in the narrowest dtype that holds it exactly (float16 for all
-floating-point ones on explicit, lossy, request). The encoder writes format version 2; the byte
-layout itself is :mod:`deepcomp.dcformat`'s.
+(CSR or CSC, and the index width, whichever are smaller), its values as Huffman-coded cluster
+indices when it is quantized, else as float32. A quantized weight without a mask stores a
+cluster index for every element. Everything else is raw, in the narrowest dtype that holds it
+exactly (float16 for all floating-point ones on explicit, lossy, request).
+
+This module owns the stage: its options (:class:`EncodeConfig`), the stage as the file holds
+it (batch norm folded, dense tensors rounded or shared), the checks that a stage file is
+consistent, the history it records, and the check that the file decodes to exactly that stage.
+The bytes are :mod:`deepcomp.dc`'s: this module hands it numpy arrays.
 """
 from __future__ import annotations
 
 import math
 import time
-import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
-from . import huffman
-from .dcformat import (BLOCKS, CODEBOOK_DTYPES, DTYPE_NAMES, DTYPES, FIELDS_V2, MAGIC,
-                       MAX_BITS, NARROWER, NUMPY, PREFIX_V2, STREAM_SECTIONS, TRAILER,
-                       VERSION, canonical_json, deflate, delta_code, shuffle)
+from .dc import huffman, write
+from .dc.format import MAX_BITS, NARROWER, jsonable
+from .dc.sparse import as_2d
 from .errors import CheckpointError, FormatError, UsageError
-from .sparse import as_2d, filler_free_bits, gap_symbols, walk
+from .graph import trace_graph
+from .loading import decode_bytes, load_stage
+from .patterns import resolve_setting
+from .quantize import kmeans_1d, round_float16
+from .stagefile import DTYPE_NAMES, TORCH_DTYPES, as_stage, atomic_write, stage_record
 
-__all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_stage", "pack",
-           "compact_history", "share_dense", "check_dense_bits"]
+__all__ = ["EncodeConfig", "encode", "encode_stage", "encode_tensors", "stored_stage",
+           "compact_history", "share_dense", "check_dense_bits", "check_exact"]
 
 
 @dataclass
@@ -73,18 +79,10 @@ class EncodeConfig:
                          if on)
 
 
-@dataclass
-class _Tensor:
-    entry: dict                                   # name, dtype, shape, kind and its fields
-    sections: list                                # [(section name, bytes)], in file order
-    tables: list = field(default_factory=list)    # code lengths of its Huffman streams, in order
-
-
 def resolve_index_bits(sf, setting: str) -> dict:
     """Index bits for every sparse tensor: the setting's value, or None (chosen by measured
     size) where it names none or says 'auto'. A setting for a model with no pruned layer is an
     error, not ignored."""
-    from .patterns import resolve_setting
     names = sorted(sf.masks)
     if not setting:
         return dict.fromkeys(names)
@@ -96,20 +94,6 @@ def resolve_index_bits(sf, setting: str) -> dict:
     return {n: None if b == "auto" else b for n, b in bits.items()}
 
 
-def _code_lengths(symbols: np.ndarray, alphabet: int, max_len: int) -> np.ndarray:
-    freqs = np.bincount(symbols, minlength=alphabet)
-    used = int((freqs > 0).sum())
-    max_len = min(huffman.MAX_CODE_LENGTH, max(max_len, math.ceil(math.log2(max(used, 2)))))
-    return huffman.code_lengths(freqs, max_len)
-
-
-def _huffman(symbols: np.ndarray, alphabet: int, max_len: int) -> tuple[np.ndarray, bytes]:
-    """(code lengths, stream) of a symbol stream."""
-    lengths = _code_lengths(symbols, alphabet, max_len)
-    stream, _ = huffman.encode(symbols, lengths)
-    return lengths, stream
-
-
 def _check_float32(name, t):
     if t.dtype != torch.float32:
         raise CheckpointError(f"{name}: sparse and quantized tensors must be float32, not "
@@ -117,7 +101,7 @@ def _check_float32(name, t):
 
 
 def _exact_in(t: torch.Tensor, dtype: str) -> bool:
-    return torch.equal(t.to(DTYPES[dtype]).to(t.dtype), t)
+    return torch.equal(t.to(TORCH_DTYPES[dtype]).to(t.dtype), t)
 
 
 def dense_storage(t: torch.Tensor, float16: bool) -> str:
@@ -133,13 +117,11 @@ def dense_storage(t: torch.Tensor, float16: bool) -> str:
     return dtype
 
 
-def _dense(name, t, float16) -> _Tensor:
-    dtype = DTYPE_NAMES[t.dtype]
+def _dense(name, t, float16) -> write.EncodedTensor:
     stored = dense_storage(t, float16)
-    raw = t.to(DTYPES[stored]).numpy() if stored != "bfloat16" else t.view(torch.int16).numpy()
+    raw = t.to(TORCH_DTYPES[stored]).numpy() if stored != "bfloat16" else t.view(torch.int16).numpy()
     data = raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
-    return _Tensor({"name": name, "dtype": dtype, "shape": list(t.shape), "kind": "dense",
-                    "stored": stored}, [("dense", data)])
+    return write.dense_tensor(name, DTYPE_NAMES[t.dtype], list(t.shape), stored, data)
 
 
 def _check_mask(name, t, w, mask, rows, cols):
@@ -177,44 +159,7 @@ def _check_quant(name, t, w, q, m, rows, cols):
     return cb, idx, bits, meta
 
 
-def _codebook_section(cb: np.ndarray) -> tuple[str, tuple]:
-    """Float16 when every centroid is a float16 number (the quantizer rounds them so), else
-    float32: (codebook dtype, section)."""
-    half = cb.astype("<f2")
-    if np.array_equal(half.astype(np.float32), cb):
-        return "float16", ("codebook", half.tobytes())
-    return "float32", ("codebook", cb.astype("<f4").tobytes())
-
-
-def _gaps(m, ibits, max_len):
-    """The walk order (row or column) and relative index width (``ibits``, or where it is None
-    every width up to the first that needs no filler) that give the fewest bytes of gap stream
-    and code table, the table counted as 4-bit lengths up to its last used symbol (ties: csr,
-    then the narrower index): (order, index bits,
-    positions, entries, gap code lengths, gap stream). The weights' symbols are the same
-    multiset either way, so their Huffman code and byte count are too. Candidates are sized in
-    the order of their Shannon bound, which no Huffman code beats: once the bound reaches the
-    best size so far, no later candidate can win."""
-    cands = []
-    for i, order in enumerate(("csr", "csc")):
-        pos = walk(m, order)
-        for bits in [ibits] if ibits else range(1, filler_free_bits(pos, MAX_BITS) + 1):
-            stored = gap_symbols(pos, bits)
-            cands.append((huffman.shannon_bits(stored) / 8, (i, bits), order, bits, pos, stored))
-    best = None
-    for bound, rank, order, bits, pos, stored in sorted(cands, key=lambda c: c[:2]):
-        if best is not None and bound >= best[0][0]:
-            break
-        lengths = _code_lengths(stored, (1 << bits) + 1, max_len)
-        size = (-(-int(lengths.astype(np.int64)[stored].sum()) // 8)
-                + len(huffman.pack_lengths(lengths)), rank)
-        if best is None or size < best[0]:
-            best = (size, order, bits, pos, stored, lengths)
-    _, order, bits, pos, stored, lengths = best
-    return order, bits, pos, len(stored), lengths, huffman.encode(stored, lengths)[0]
-
-
-def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
+def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> write.EncodedTensor:
     t = t.detach().cpu().contiguous()
     if DTYPE_NAMES.get(t.dtype) is None:
         raise CheckpointError(f"{name}: dtype {t.dtype} cannot be stored in a .dc file")
@@ -224,26 +169,10 @@ def _encode_tensor(name, t, mask, q, ibits, float16, max_len) -> _Tensor:
     rows, cols = as_2d(t.shape)
     w = t.numpy().reshape(rows, cols)
     m = _check_mask(name, t, w, mask, rows, cols) if mask is not None else None
-    entry = {"name": name, "dtype": "float32", "shape": list(t.shape)}
-    if q is not None:
-        cb, idx, bits, meta = _check_quant(name, t, w, q, m, rows, cols)
-        k = len(cb)
-        cb_dtype, codebook = _codebook_section(cb)
-        entry.update(bits=bits, codebook_size=k, codebook_dtype=cb_dtype, quant_meta=meta)
-    if m is None:                                   # quantized, not pruned: every index, no gaps
-        wlen, wstream = _huffman(np.where(idx >= 0, idx, k).reshape(-1), k + 1, max_len)
-        return _Tensor({**entry, "kind": "quantized_dense"}, [codebook, ("weights", wstream)],
-                       [wlen])
-    order, ibits, pos, entries, glen, gstream = _gaps(m, ibits, max_len)
-    e = {**entry, "kind": "quantized" if q is not None else "sparse", "order": order,
-         "index_bits": ibits, "entries": entries, "nonzeros": int(len(pos))}
     if q is None:
-        flat = (w if order == "csr" else w.T).reshape(-1)
-        return _Tensor(e, [("gaps", gstream), ("values", flat[pos].astype("<f4").tobytes())],
-                       [glen])
-    sym = (idx if order == "csr" else idx.T).reshape(-1)[pos]
-    wlen, wstream = _huffman(np.where(sym >= 0, sym, k), k + 1, max_len)
-    return _Tensor(e, [codebook, ("weights", wstream), ("gaps", gstream)], [wlen, glen])
+        return write.sparse_tensor(name, list(t.shape), w, m, ibits, max_len)
+    cb, idx, bits, meta = _check_quant(name, t, w, q, m, rows, cols)
+    return write.quantized_tensor(name, list(t.shape), cb, idx, m, bits, meta, ibits, max_len)
 
 
 def fold_batchnorm(sf):
@@ -297,7 +226,6 @@ def share_dense(sf, config: EncodeConfig):
     than the tensor's own storage; the others are left as they are. Weights, tied tensors and
     tensors with NaN or infinity are not touched; a vector shared before (a .dc file read back)
     is clustered again from its values."""
-    from .quantize import kmeans_1d, round_float16
     check_dense_bits(config.dense_bits)
     tied = {n for pair in sf.aliases().items() for n in pair}
     sd, quant = dict(sf.state_dict), dict(sf.quant)
@@ -315,20 +243,14 @@ def share_dense(sf, config: EncodeConfig):
         q = {"codebook": cb, "indices": torch.from_numpy(labels).to(torch.int16),
              "bits": config.dense_bits, "init": "linear"}
         shared = cb[q["indices"].long()]
-        if _stored_bytes(_encode_tensor(k, shared, None, q, None, False, config.max_code_length)) \
-                < _stored_bytes(_dense(k, t, config.float16)):
+        if write.stored_bytes(_encode_tensor(k, shared, None, q, None, False,
+                                             config.max_code_length)) \
+                < write.stored_bytes(_dense(k, t, config.float16)):
             sd[k], quant[k] = shared, q
     return replace(sf, state_dict=sd, quant=quant)
 
 
-def _stored_bytes(t: _Tensor) -> int:
-    """Bytes of a tensor's sections, code tables (4-bit lengths) and header entry, before any
-    DEFLATE."""
-    return (sum(len(b) for _, b in t.sections) + sum(len(huffman.pack_lengths(L)) for L in t.tables)
-            + len(canonical_json(jsonable(_entry(t, {})))))
-
-
-def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
+def encode_tensors(sf, config: EncodeConfig) -> list[write.EncodedTensor]:
     """Every tensor of the stage file, encoded, sorted by name."""
     for what, d in (("mask", sf.masks), ("quantizer entry", sf.quant)):
         extra = sorted(set(d) - set(sf.state_dict))
@@ -342,24 +264,7 @@ def encode_tensors(sf, config: EncodeConfig) -> list[_Tensor]:
             for n in sorted(sf.state_dict)]
 
 
-# --- the header (docs/FORMAT.md, "Header") ------------------------------------------------------
-
-def jsonable(x):
-    """Plain JSON data: tensors and numpy values to lists and numbers, NaN/inf to None."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (torch.Tensor, np.ndarray)):
-        return jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return jsonable(x.item())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if x is None or isinstance(x, (str, bool, int, float)):
-        return x
-    return str(x)
-
+# --- the history (docs/FORMAT.md, "History") -----------------------------------------------------
 
 def round_floats(x, digits: int = 7):
     """Floats to ``digits`` significant digits (float32 carries 7): the stage history's numbers
@@ -406,94 +311,19 @@ def compact_history(history: list) -> list:
     return round_floats(jsonable([compact_record(r) for r in history]))
 
 
-def _compact_data(data: dict) -> dict:
-    """The data set's description; class names 0..n-1 written as their count n."""
-    d = dict(data)
-    if d.get("classes") == [str(i) for i in range(len(d.get("classes") or []))] and d["classes"]:
-        d["classes"] = len(d["classes"])
-    return d
-
-
-def _layout(tensors: list[_Tensor]) -> dict:
-    """Every tensor's name, dtype and shape, sorted by name (``state``, with ``explicit``): the
-    file describes itself, so a reader that cannot build the architecture (the C reader, c/)
-    reads it too; about 1% of a ResNet-20 file (docs/FORMAT.md, "Names, dtypes and shapes")."""
-    return {"explicit": True,
-            "state": [[t.entry["name"], t.entry["dtype"], list(t.entry["shape"])]
-                      for t in sorted(tensors, key=lambda t: t.entry["name"])]}
-
-
-def _entry(t: _Tensor, quant_meta: dict):
-    """A tensor's version 2 header entry: 0 for a dense tensor stored in its own dtype, else
-    ``[kind, fields...]`` (dcformat.FIELDS_V2; ``*_len`` are section lengths), then the
-    quantizer fields where they are not the shared ones."""
-    e, secs = t.entry, dict(t.sections)
-    if e["kind"] == "dense" and e["stored"] == e["dtype"]:
-        return 0
-    out = [e["kind"]] + [len(secs[f[:-len("_len")]]) if f.endswith("_len") else e[f]
-                         for f in FIELDS_V2[e["kind"]]]
-    if "quant_meta" in e and e["quant_meta"] != quant_meta:
-        out.append(e["quant_meta"])
-    return out
-
-
-def _shared_meta(tensors: list[_Tensor]) -> dict:
-    """The quantizer fields most tensors share (ties: the first in name order)."""
-    metas = [canonical_json(t.entry["quant_meta"]) for t in tensors if "quant_meta" in t.entry]
-    if not metas:
-        return {}
-    best = max(dict.fromkeys(metas), key=metas.count)
-    return next(t.entry["quant_meta"] for t in tensors
-                if "quant_meta" in t.entry and canonical_json(t.entry["quant_meta"]) == best)
-
-
-def side_blocks(tensors: list[_Tensor]) -> dict:
-    """The three side blocks of the data area (docs/FORMAT.md, "Side blocks"), each raw
-    DEFLATE of (or empty when there is nothing to put in it): ``code_tables``, every stream's
-    code lengths, a byte per symbol of its alphabet; ``codebooks``, every codebook
-    delta-coded; ``dense``, every dense tensor's bytes as byte planes. Tensors in name order."""
-    tables, codebooks, dense = [], [], []
-    for t in tensors:
-        tables += [np.asarray(L, np.uint8).tobytes() for L in t.tables]
-        for name, b in t.sections:
-            if name == "codebook":
-                codebooks.append(delta_code(b, CODEBOOK_DTYPES[t.entry["codebook_dtype"]]))
-            elif name == "dense":
-                dense.append(shuffle(b, np.dtype(NUMPY[t.entry["stored"]]).itemsize))
-    return {k: deflate(b"".join(v)) if any(v) else b""
-            for k, v in (("code_tables", tables), ("codebooks", codebooks), ("dense", dense))}
-
-
-def pack(arch: dict, data: dict, history: list, tensors: list[_Tensor],
-         graph: list | None = None) -> bytes:
-    """The bytes of a version 2 .dc file (docs/FORMAT.md, "Layout"); 2.1 with a graph."""
-    tensors = sorted(tensors, key=lambda t: t.entry["name"])
-    meta = _shared_meta(tensors)
-    blocks = side_blocks(tensors)
-    header = {"arch": arch, "data": _compact_data(data), "history": history,
-              "quant_meta": meta, "blocks": {k: len(b) for k, b in blocks.items()},
-              "tensors": [_entry(t, meta) for t in tensors], **_layout(tensors)}
-    if graph is not None:
-        header["graph"] = graph
-    header = deflate(canonical_json(jsonable(header)))
-    streams = [b for t in tensors for name, b in t.sections if name in STREAM_SECTIONS]
-    data_area = b"".join(blocks[k] for k in BLOCKS) + b"".join(streams)
-    version = VERSION if graph is None else (VERSION[0], 1)
-    body = PREFIX_V2.pack(MAGIC, *version, len(header), len(data_area)) + header + data_area
-    return body + TRAILER.pack(zlib.crc32(body))
-
-
-def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = None):
+def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = None,
+                 stored=None):
     """Encode a stage file: (file bytes, the "encoded" stage record with every size filled in).
+    The file is read back and must hold the stage exactly (:func:`check_exact`).
 
     ``metrics`` default to those of the stage before (encoding is lossless); give measured ones
-    (of :func:`stored_stage`) when ``config.lossy``. A stage that was encoded before (a .dc file
-    read back) is encoded again: its encoded record is replaced.
+    (of :func:`stored_stage`) when ``config.lossy``. ``stored``: that stage, where the caller
+    has it already (it measured it), so that it is not made again. A stage that was encoded
+    before (a .dc file read back) is encoded again: its encoded record is replaced.
     """
-    from .stagefile import stage_record
     config = config or EncodeConfig()
     t0 = time.perf_counter()
-    stored = stored_stage(sf, config)
+    stored = stored if stored is not None else stored_stage(sf, config)
     tensors = encode_tensors(stored, config)
     before = [r for r in sf.history if r.get("stage") != "encoded"]
     prev = dict(sf.history[-1].get("metrics") or {}) if sf.history else {}
@@ -503,16 +333,14 @@ def encode_stage(sf, config: EncodeConfig | None = None, metrics: dict | None = 
                           {}, time.perf_counter() - t0, **extra)
     history = [] if config.strip else compact_history(before + [record])
     graph = _graph(stored) if config.graph else None
-    buf = pack(sf.arch, sf.data, history, tensors, graph)
-    from .decode import decode_bytes      # the record as any reader sees it, and a round trip
-    back = decode_bytes(buf, template=sf.template)
-    _check_exact(stored.state_dict, back.state_dict)
+    buf = write.pack(sf.arch, sf.data, history, tensors, graph)
+    back = decode_bytes(buf, template=sf.template)  # the record as any reader sees it, and a round trip
+    check_exact(stored.state_dict, back.state_dict)
     return buf, back.history[-1]
 
 
 def _graph(sf) -> list:
     """The graph of the stage's model (deepcomp.graph), traced on its recorded input size."""
-    from .graph import trace_graph
     size = sf.data.get("input_size")
     if not size:
         raise UsageError("--graph: the stage does not record its input size (give --data when "
@@ -520,7 +348,7 @@ def _graph(sf) -> list:
     return trace_graph(sf.build_model(), size)
 
 
-def _check_exact(want: dict, got: dict) -> None:
+def check_exact(want: dict, got: dict) -> None:
     """The decoded tensors are the encoded ones, bit for bit (NaNs where NaNs were)."""
     for k, v in want.items():
         w, g = v.detach().cpu(), got[k]
@@ -531,13 +359,13 @@ def _check_exact(want: dict, got: dict) -> None:
                               "(a deepcomp bug: please report it)")
 
 
-def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None) -> dict:
+def encode(stage, out: str, config: EncodeConfig | None = None, metrics: dict | None = None,
+           stored=None) -> dict:
     """Encode a stage file (a path or a :class:`StageFile`) or a model (a ``torch.nn.Module``,
     with the masks and codebooks it carries: deepcomp.userloop, ``torch.nn.utils.prune``) into
-    the .dc file ``out``; return the "encoded" stage record."""
-    from .loading import load_stage
-    from .stagefile import as_stage, atomic_write
+    the .dc file ``out``; return the "encoded" stage record. ``metrics`` and ``stored``: see
+    :func:`encode_stage`."""
     sf = load_stage(stage) if isinstance(stage, str) else as_stage(stage)
-    buf, record = encode_stage(sf, config, metrics)
+    buf, record = encode_stage(sf, config, metrics, stored)
     atomic_write(out, lambda f: f.write(buf))
     return record

@@ -29,7 +29,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .errors import DeepcompError, MissingDependencyError, UsageError
 from .models import is_reference, model_info
 from .stagefile import StageFile, as_stage, atomic_write

@@ -128,7 +128,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     while training resumes from its checkpoint (``restart=True`` discards checkpoints). Stage
     files there that other settings made are an error unless ``force`` (then redone).
     With distillation on, both stages distil from the input model ``sf``."""
-    from .decode import read_dc
+    from .loading import read_dc
     cfg = config or CompressConfig()
     sf = as_stage(sf, data)
     paths = stage_paths(out)

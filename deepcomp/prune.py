@@ -42,8 +42,7 @@ from .checks import RANGES, check_fields
 from .data import Dataset
 from .errors import UsageError
 from .patterns import resolve_setting
-from .sizes import stage_sizes
-from .sparse import is_prunable_weight
+from .sizes import is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 

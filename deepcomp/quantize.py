@@ -28,10 +28,10 @@ from torch.nn.utils import parametrize
 
 from .checks import check_fields
 from .data import Dataset
+from .dc.format import MAX_BITS     # the format allows 1..12 bits: 4,096 shared weights
 from .errors import CheckpointError, UsageError
 from .patterns import resolve_setting
-from .sizes import stage_sizes
-from .sparse import default_weight_bits, is_prunable_weight
+from .sizes import default_weight_bits, is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
 from .train import Progress, TrainConfig, evaluate, fit
 
@@ -40,7 +40,6 @@ __all__ = ["QuantizeConfig", "quantize", "kmeans_1d", "init_centroids", "layer_b
            "attach_codebooks", "detach_codebooks"]
 
 INITS = ("linear", "density", "forgy")
-MAX_BITS = 12           # the .dc format (docs/FORMAT.md) allows 1..12 bits, 4,096 shared weights
 
 
 def _finetune_default() -> TrainConfig:

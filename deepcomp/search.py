@@ -40,7 +40,8 @@ import torch
 
 from . import dist
 from .data import Dataset
-from .encode import EncodeConfig, encode, encode_tensors, pack, stored_stage
+from .dc.write import pack
+from .encode import EncodeConfig, encode, encode_tensors, stored_stage
 from .errors import DeepcompError, UsageError
 from .loading import load_stage
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of

@@ -8,15 +8,32 @@
   pruned stores only cluster indices.
 Everything that is not a prunable weight (biases, batch norm) counts as dense float32. Row
 pointers and file headers are not counted here, as in the paper; the encoded stage's size is the
-real ``.dc`` file, every byte counted.
+real ``.dc`` file, every byte counted. Which tensors are prunable weights, and the paper's
+default widths per layer kind, are defined here too (prune and quantize count the same way).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .sparse import as_2d, default_index_bits, entries, is_prunable_weight
+from .dc.sparse import as_2d, entries
 
-__all__ = ["dense_bytes", "layer_sizes", "stage_sizes", "format_ratio"]
+__all__ = ["dense_bytes", "layer_sizes", "stage_sizes", "format_ratio", "is_prunable_weight",
+           "default_index_bits", "default_weight_bits"]
+
+
+def is_prunable_weight(name: str, t) -> bool:
+    """Convolution and linear weights (2-D or more, floating point); never biases or norms."""
+    return name.endswith("weight") and t.ndim >= 2 and t.is_floating_point()
+
+
+def default_index_bits(t) -> int:
+    """Paper, section 2: 8 bits for convolution layers, 5 bits for fully connected layers."""
+    return 8 if t.ndim > 2 else 5
+
+
+def default_weight_bits(t) -> int:
+    """Paper, section 3: 8 bits (256 shared weights) for conv layers, 5 bits (32) for fc layers."""
+    return 8 if t.ndim > 2 else 5
 
 
 def format_ratio(ratio: float) -> str:

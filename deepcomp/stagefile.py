@@ -16,15 +16,21 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import __version__
+from . import dist
+from ._version import __version__
+from .dc.format import DTYPES
 from .errors import CheckpointError, OutputError
 from .models import allow_reference, create, factory_accepts, is_reference, model_info
+from .torchprune import unpruned_copy
 
 __all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", "atomic_write",
-           "stage_record", "attached_entries", "STAGE_FORMAT"]
+           "stage_record", "attached_entries", "STAGE_FORMAT", "TORCH_DTYPES", "DTYPE_NAMES"]
 
 STAGE_FORMAT = "deepcomp-stage/1"
 COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
+# The dtypes a .dc file stores (deepcomp.dc.format.DTYPES, by name) as torch's, and back.
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
+DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
 
 
 @dataclass
@@ -118,7 +124,6 @@ def attached_entries(model: nn.Module) -> tuple[dict, dict]:
 def _plain_copy(model: nn.Module) -> tuple[nn.Module, dict]:
     """A copy of ``model`` without ``torch.nn.utils.prune``'s reparametrizations (made
     permanent; their masks returned) and without deepcomp's handles and hooks."""
-    from .torchprune import unpruned_copy
     net, masks = unpruned_copy(model)
     for attr in ("_deepcomp_masks", "_deepcomp_quant"):
         handle = net.__dict__.pop(attr, None)
@@ -149,7 +154,6 @@ def atomic_write(path: str, write) -> None:
     interrupted or failed write never leaves a half-written output.
 
     Under torchrun only rank 0 writes; every rank waits until the file is in place."""
-    from . import dist
     if not dist.is_main():
         dist.barrier()
         return

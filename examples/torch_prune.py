@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import deepcomp
-from deepcomp.decode import read_dc
+from deepcomp.loading import read_dc
 
 out_dir = sys.argv[1] if len(sys.argv) > 1 else "."
 torch.manual_seed(0)

@@ -19,7 +19,7 @@ from test_dcfile import (GOLDEN, GOLDEN_IMPLICIT, GOLDEN_V1, dctiny,  # noqa: F4
 from test_dcfile_fuzz import _leaves, base, header_edit, header_json, mutate_bytes
 
 from deepcomp import errors
-from deepcomp.decode import decode_bytes, read_dc
+from deepcomp.loading import decode_bytes, read_dc
 from deepcomp.encode import EncodeConfig, encode_stage
 from deepcomp.stagefile import StageFile
 
@@ -330,7 +330,7 @@ def _streams(rnd: random.Random) -> list[tuple[bytes, int]]:
 
 
 def _zlib(stream: bytes, cap: int):
-    """zlib's reading, as deepcomp's reader takes it (dcformat.inflate)."""
+    """zlib's reading, as deepcomp's reader takes it (deepcomp.dc.format.inflate)."""
     d = zlib.decompressobj(-15)
     try:
         text = d.decompress(stream, cap + 1)

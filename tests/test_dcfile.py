@@ -12,11 +12,11 @@ from torch import nn
 
 from deepcomp import errors
 from deepcomp.cli import main
-from deepcomp.decode import decode_bytes, read_dc
-from deepcomp.dcformat import canonical_json, deflate
-from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors, pack, stored_stage
+from deepcomp.dc.format import canonical_json, deflate
+from deepcomp.dc.write import pack
+from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors, stored_stage
 from deepcomp.models import _registry, create, list_models
-from deepcomp.loading import load_stage
+from deepcomp.loading import decode_bytes, load_stage, read_dc
 from deepcomp.stagefile import StageFile, save_stage
 
 GOLDEN_V1 = os.path.join(os.path.dirname(__file__), "golden", "tiny.dc")     # committed, v1
@@ -279,7 +279,7 @@ def test_same_bytes_whatever_the_dict_order():
 
 def _prune_quantize(sf: StageFile, keep=0.1, bits=None, prune=True, quantize=True, no_prune=()):
     """Magnitude pruning and a linear codebook, enough to exercise every layout."""
-    from deepcomp.sparse import default_weight_bits, is_prunable_weight
+    from deepcomp.sizes import default_weight_bits, is_prunable_weight
     sf = StageFile(sf.arch, sf.data, {k: v.clone() for k, v in sf.state_dict.items()}, {}, {},
                    list(sf.history))
     for n, w in sf.state_dict.items():
@@ -341,8 +341,8 @@ def synthetic_stage(name: str) -> StageFile:
     convolution and linear weight keeps at most 48 random weights on a 2-bit float16 codebook,
     but for the smallest (quantized, not pruned) and the last other (pruned, float32 values); norms
     and biases random float32; BatchNorm's step counters 7."""
-    from deepcomp.dcformat import arch_state
-    from deepcomp.sparse import is_prunable_weight
+    from deepcomp.loading import arch_state
+    from deepcomp.sizes import is_prunable_weight
     g = torch.Generator().manual_seed(0)
     arch = {"name": name, "kwargs": {"num_classes": 3}}
     sd = {}

@@ -14,7 +14,7 @@ from test_dcfile import (GOLDEN_IMPLICIT, _forge, dctiny, forge_v2,  # noqa: F40
                          inflate, split_v2, tiny_bytes, tiny_stage,    # (dctiny: autouse)
                          v1_bytes)
 
-from deepcomp.decode import decode_bytes
+from deepcomp.loading import decode_bytes
 from deepcomp.encode import encode_stage
 from deepcomp.errors import FormatError
 
@@ -175,7 +175,7 @@ def test_forged_data_mutations_with_valid_checksums(version):
 def test_header_bytes_mutations_with_valid_checksums(version):
     """Bytes of the header's JSON text changed, then deflated and checksummed again; and the
     deflated bytes themselves changed."""
-    from deepcomp.dcformat import deflate
+    from deepcomp.dc.format import deflate
     buf = base(version)
     start = 28 if version == 1 else 24
     hlen = struct.unpack_from("<I", buf, 12)[0]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deepcomp import huffman
+from deepcomp.dc import huffman
 from deepcomp.errors import CountMismatchError, FormatError
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from deepcomp.cli import main
-from deepcomp.decode import read_dc
+from deepcomp.loading import read_dc
 from deepcomp.errors import UsageError
 from deepcomp.pipeline import CompressConfig, compress
 from deepcomp.prune import PruneConfig

@@ -15,7 +15,7 @@ import torch
 from test_c_reader import build, dcdump  # noqa: F401  (fixtures)
 
 from deepcomp.cli import main
-from deepcomp.decode import read_dc
+from deepcomp.loading import read_dc
 from deepcomp.encode import EncodeConfig, encode
 from deepcomp.loading import load_stage
 from deepcomp.patterns import resolve_setting

@@ -150,7 +150,7 @@ def test_one_retraining_epoch_retrains(trained_lenet, digits):
 
 def test_default_bits_follow_the_paper_by_layer_kind():
     """Paper, sections 2 and 3: 8 bits for convolutions (1-, 2- or 3-D), 5 for linear layers."""
-    from deepcomp.sparse import default_index_bits, default_weight_bits
+    from deepcomp.sizes import default_index_bits, default_weight_bits
     for shape, bits in (((10, 20), 5), ((8, 4, 3), 8), ((8, 4, 3, 3), 8), ((8, 4, 3, 3, 3), 8)):
         t = torch.zeros(shape)
         assert default_index_bits(t) == default_weight_bits(t) == bits, shape
@@ -200,7 +200,7 @@ def test_biases_pruned_with_their_weights_stay_zero_and_are_counted(trained_lene
     assert rows["fc1.bias"]["kept"] == int(out.masks["fc1.bias"].sum())
     without = prune(trained_lenet, None, PruneConfig(method="global", sparsity="0.8"))
     assert not any(k.endswith("bias") for k in without.masks)
-    from deepcomp.decode import decode_bytes
+    from deepcomp.loading import decode_bytes
     from deepcomp.encode import encode_stage
     back = decode_bytes(encode_stage(out)[0])                  # stored sparse, read back exactly
     assert torch.equal(back.masks["fc1.bias"], out.masks["fc1.bias"])

@@ -9,7 +9,7 @@ from deepcomp.errors import UsageError
 from deepcomp.models import create
 from deepcomp.quantize import (CodebookWeight, QuantizeConfig, check_quantized, init_centroids,
                                kmeans_1d, layer_bits, quantize)
-from deepcomp.sparse import is_prunable_weight
+from deepcomp.sizes import is_prunable_weight
 from deepcomp.loading import load_stage
 from conftest import PRECISIONS_HERE
 from deepcomp.stagefile import StageFile, arch_for, save_stage

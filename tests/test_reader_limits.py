@@ -17,8 +17,8 @@ from test_dcfile import dctiny, forge_v2, split_v2, tiny_bytes  # noqa: F401  (d
 
 import deepcomp
 from deepcomp import errors
-from deepcomp.dcformat import MAX_HISTORY, deflate, element_budget
-from deepcomp.decode import decode_bytes
+from deepcomp.dc.format import MAX_HISTORY, deflate, element_budget
+from deepcomp.loading import decode_bytes
 
 
 def _shape(name, shape):

@@ -6,7 +6,7 @@ import torch
 
 from deepcomp import search as search_mod
 from deepcomp.data import Dataset
-from deepcomp.decode import read_dc
+from deepcomp.loading import read_dc
 from deepcomp.encode import EncodeConfig
 from deepcomp.errors import UsageError
 from deepcomp.loading import load_stage

@@ -7,7 +7,7 @@ from torch.nn.utils import prune as tprune
 
 import deepcomp
 from deepcomp.cli import main
-from deepcomp.decode import read_dc
+from deepcomp.loading import read_dc
 from deepcomp.loading import load_stage
 from deepcomp.torchprune import to_torch_prune
 

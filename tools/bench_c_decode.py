@@ -6,7 +6,7 @@ Builds c/dcdump with the system C compiler (-std=c99 -O2) in a temporary folder,
 - C: ``dcdump --bench N FILE``: dc_open (CRC, header, side blocks, every check) and
   dc_decode_tensor of every tensor into one float buffer, CPU time of each pass, best and
   median of N; with the reader's peak heap, counted by its allocation hooks;
-- Python: ``deepcomp.decode.decode_bytes`` on the same bytes (the state dict, as
+- Python: ``deepcomp.loading.decode_bytes`` on the same bytes (the state dict, as
   ``deepcomp decode`` and ``deepcomp.load`` read it), one torch thread, CPU time
   (time.process_time) of each pass, best and median;
 - peak memory: the maximum resident set of a process that reads the file and decodes it, one
@@ -72,7 +72,7 @@ def max_rss_mb(argv: list[str], tmp: str) -> float | None:
 
 def python_ms(buf: bytes, repeat: int) -> list[float]:
     import torch
-    from deepcomp.decode import decode_bytes
+    from deepcomp.loading import decode_bytes
     torch.set_num_threads(1)
     decode_bytes(buf)                          # warm-up: imports, first allocations
     out = []
@@ -86,7 +86,7 @@ def python_ms(buf: bytes, repeat: int) -> list[float]:
 def same_values(exe: str, path: str, buf: bytes) -> int:
     """Tensors whose C checksum matches the Python reader's values (all, or exit)."""
     import torch
-    from deepcomp.decode import decode_bytes
+    from deepcomp.loading import decode_bytes
     sd = decode_bytes(buf).state_dict
     r = subprocess.run([exe, path], capture_output=True, text=True, check=True)
     for line in r.stdout.splitlines():
@@ -113,10 +113,10 @@ def main(argv=None) -> int:
         c_line = r.stdout.strip()
         py = python_ms(buf, args.py_repeat)
         rss_c = max_rss_mb([exe, args.file], tmp)
-        code = ("import sys; from deepcomp.decode import decode_bytes; "
+        code = ("import sys; from deepcomp.loading import decode_bytes; "
                 "decode_bytes(open(sys.argv[1], 'rb').read())")
         rss_py = max_rss_mb([sys.executable, "-c", code, args.file], tmp)
-        rss_torch = max_rss_mb([sys.executable, "-c", "import torch, deepcomp.decode"], tmp)
+        rss_torch = max_rss_mb([sys.executable, "-c", "import torch, deepcomp.loading"], tmp)
     name = os.path.basename(args.file)
     print(f"{name}: {len(buf):,} bytes, {n} tensors, the same values from both readers")
     best, median, runs, heap, tensor = map(float, re.search(

@@ -7,8 +7,8 @@
 Without --stage, the pretrained ResNet-20 (/work/shared/models) is pruned by magnitude per layer
 (--keep, default 0.3) and quantized by k-means (deepcomp.quantize, 8 bits conv / 5 bits fc, no
 fine-tuning): accuracy plays no part in codec speed. Every Huffman stream of the encoded file
-(format 2, as the reader finds them) is decoded by deepcomp.huffman (all streams in one batch,
-as deepcomp.decode does) and by dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
+(format 2, as the reader finds them) is decoded by deepcomp.dc.huffman (all streams in one batch,
+as deepcomp.dc.read does) and by dahuffman's PrefixCodec with the very same code table; both must give the same symbols.
 Times are CPU seconds (time.process_time), best of --repeat for deepcomp, one pass for
 dahuffman, so that other processes on a shared machine disturb them less.
 
@@ -36,7 +36,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from deepcomp import huffman  # noqa: E402
+from deepcomp.dc import huffman  # noqa: E402
+from deepcomp.dc.format import read_prefix  # noqa: E402
+from deepcomp.dc.read import _plans_v2  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage  # noqa: E402
 from deepcomp.loading import load_stage  # noqa: E402
 from deepcomp.stagefile import StageFile  # noqa: E402
@@ -46,7 +48,7 @@ RESNET20 = "/work/shared/models/resnet20-12fca82f.th"
 
 def make_stage(keep: float) -> StageFile:
     from deepcomp.quantize import QuantizeConfig, quantize
-    from deepcomp.sparse import is_prunable_weight
+    from deepcomp.sizes import is_prunable_weight
     from deepcomp.train import TrainConfig
     sf = load_stage(RESNET20, model="resnet20")
     for n, w in sf.state_dict.items():
@@ -60,9 +62,7 @@ def make_stage(keep: float) -> StageFile:
 
 def streams_of(buf: bytes) -> list[tuple]:
     """(name, bytes, code lengths, count) of every Huffman stream in a version 2 .dc file, as
-    the reader finds them (deepcomp.decode)."""
-    from deepcomp.dcformat import read_prefix
-    from deepcomp.decode import _plans_v2
+    the reader finds them (deepcomp.dc.read; the file lists its tensors, as encode writes)."""
     _, hoff, hlen, dlen = read_prefix(buf, "bench")
     _, plans, _ = _plans_v2(buf[hoff:hoff + hlen], memoryview(buf)[hoff + hlen:hoff + hlen + dlen],
                             "bench", None, len(buf))

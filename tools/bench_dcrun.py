@@ -38,7 +38,7 @@ if engine == "onnxruntime":
 else:
     import torch
     torch.set_num_threads(1)
-    from deepcomp.decode import load
+    from deepcomp.loading import load
     net = load(model)
     def run(a):
         with torch.no_grad():

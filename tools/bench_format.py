@@ -35,13 +35,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from deepcomp import huffman  # noqa: E402
-from deepcomp.dcformat import MAGIC, PREFIX_V1, canonical_json, deflate  # noqa: E402
-from deepcomp.decode import decode_bytes  # noqa: E402
+from deepcomp.dc import huffman  # noqa: E402
+from deepcomp.dc.format import (MAGIC, NUMPY, PREFIX_V1, canonical_json, deflate,  # noqa: E402
+                                jsonable)
+from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors, round_floats  # noqa: E402
 from deepcomp.errors import UsageError  # noqa: E402
-from deepcomp.encode import (EncodeConfig, encode_stage, encode_tensors, jsonable,  # noqa: E402
-                             round_floats)
-from deepcomp.loading import load_stage  # noqa: E402
+from deepcomp.loading import decode_bytes, load_stage  # noqa: E402
 from deepcomp.stagefile import stage_record  # noqa: E402
 
 PARTS = ["header", "dense", "codebooks", "code_tables", "index_stream", "gap_stream", "values"]
@@ -52,7 +51,7 @@ def _sections_v1(t) -> list:
     e, secs = t.entry, dict(t.sections)
     if e["kind"] == "dense":
         return [("dense", _dense_v1(e, secs["dense"]))]
-    tables = [huffman.pack_lengths(L) for L in t.tables]
+    tables = [huffman.pack_lengths(L) for L in t.tables.values()]   # weights, then gaps
     cb = []
     if "codebook" in secs:
         dt = "<f2" if e["codebook_dtype"] == "float16" else "<f4"
@@ -67,7 +66,6 @@ def _sections_v1(t) -> list:
 
 def _dense_v1(e: dict, raw: bytes) -> bytes:
     """Version 1 stored a dense tensor in its own dtype (float16 only when asked, lossy)."""
-    from deepcomp.dcformat import NUMPY
     if e["stored"] == e["dtype"]:
         return raw
     return np.frombuffer(raw, NUMPY[e["stored"]]).astype(NUMPY[e["dtype"]]).tobytes()

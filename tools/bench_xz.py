@@ -39,10 +39,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deepcomp import huffman  # noqa: E402
+from deepcomp.dc import huffman  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors  # noqa: E402
 from deepcomp.loading import load_stage  # noqa: E402
-from deepcomp.sparse import as_2d, relative_index, walk  # noqa: E402
+from deepcomp.dc.sparse import as_2d, relative_index, walk  # noqa: E402
 
 
 def naive_layout(sf) -> bytes:

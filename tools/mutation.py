@@ -2,7 +2,7 @@
 cover the module, and count the bugs they catch.
 
     python tools/mutation.py                          # every core module, up to 40 mutants each
-    python tools/mutation.py --module huffman --max 0 # every mutant of one module
+    python tools/mutation.py --module dc/huffman --max 0   # every mutant of one module
     python tools/mutation.py --write docs/TESTING.md  # also write the score table there
 
 A mutant is one change of the module's syntax tree inside a function: a comparison flipped
@@ -32,15 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # module -> the fast tests that cover it (what a developer runs after touching it)
+# (a module of deepcomp/dc/ is named with its folder: dc/huffman)
+_READER = ["tests/test_dcfile.py", "tests/test_dcfile_fuzz.py", "tests/test_reader_limits.py"]
 CORE = {
-    "huffman": ["tests/test_huffman.py"],
-    "sparse": ["tests/test_dcfile.py"],
+    "dc/huffman": ["tests/test_huffman.py"],
+    "dc/sparse": ["tests/test_dcfile.py"],
     "prune": ["tests/test_prune.py", "tests/test_prune_schedules.py"],
     "quantize": ["tests/test_quantize.py", "tests/test_userloop.py"],
     "encode": ["tests/test_dcfile.py"],
-    "decode": ["tests/test_dcfile.py", "tests/test_dcfile_fuzz.py", "tests/test_reader_limits.py"],
-    "dcformat": ["tests/test_dcfile.py", "tests/test_dcfile_fuzz.py",
-                 "tests/test_reader_limits.py"],
+    "dc/write": ["tests/test_dcfile.py"],
+    "dc/read": _READER,
+    "dc/format": _READER,
+    "loading": _READER,
     "resume": ["tests/test_resume.py", "-k", "not signal"],     # the fast, in-process ones
 }
 

@@ -37,11 +37,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deepcomp import huffman  # noqa: E402
-from deepcomp.dcformat import MAX_BITS, deflate  # noqa: E402
+from deepcomp.dc import huffman  # noqa: E402
+from deepcomp.dc.format import MAX_BITS, deflate  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage, encode_tensors  # noqa: E402
 from deepcomp.loading import load_stage  # noqa: E402
-from deepcomp.sparse import as_2d, filler_free_bits, gap_symbols  # noqa: E402
+from deepcomp.dc.sparse import as_2d, filler_free_bits, gap_symbols  # noqa: E402
 
 MAX_LEN = EncodeConfig().max_code_length
 MAX_TABLES = 4                       # tables per stream (K) measured
@@ -224,7 +224,8 @@ def study(path: str, index_bits: str = "") -> dict:
     config = EncodeConfig(index_bits=index_bits)
     buf, _ = encode_stage(sf, config)
     tensors = encode_tensors(sf, config)
-    tables = {t.entry["name"]: b"".join(np.asarray(L, np.uint8).tobytes() for L in t.tables)
+    tables = {t.entry["name"]: b"".join(np.asarray(L, np.uint8).tobytes()
+                                           for L in t.tables.values())
               for t in tensors}
     per = {t.entry["name"]: study_tensor(sf, t.entry, TableCost(b"".join(
         b for n, b in tables.items() if n != t.entry["name"])), bool(index_bits))

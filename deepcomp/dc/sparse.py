@@ -1,33 +1,18 @@
-"""Sparse layout shared by the size accounting and the .dc encoder (Han et al. 2016, section 2).
+"""The gap codec of sparse tensors (Han et al. 2016, section 2; docs/FORMAT.md, "Sparse
+positions"), both directions; the size accounting (deepcomp.sizes) counts with it too.
 
 A weight is flattened to 2-D ``[out, in*kh*kw]`` and its non-zeros are walked in row order
 (CSR) or column order (CSC). Each position is stored as the gap from the previous one,
 ``gap - 1`` in a fixed number of index bits; a gap larger than ``2**bits`` is bridged by filler
-entries holding a zero weight (paper, Figure 2).
+entries holding a zero weight (paper, Figure 2). In a file's gap stream a filler is the symbol
+``2**bits``. Numpy only.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-__all__ = ["as_2d", "walk", "relative_index", "gap_symbols", "filler_free_bits",
-           "expand_relative", "default_index_bits",
-           "default_weight_bits", "is_prunable_weight", "entries"]
-
-
-def is_prunable_weight(name: str, t: torch.Tensor) -> bool:
-    """Convolution and linear weights (2-D or more, floating point); never biases or norms."""
-    return name.endswith("weight") and t.ndim >= 2 and t.is_floating_point()
-
-
-def default_index_bits(t) -> int:
-    """Paper, section 2: 8 bits for convolution layers, 5 bits for fully connected layers."""
-    return 8 if t.ndim > 2 else 5
-
-
-def default_weight_bits(t) -> int:
-    """Paper, section 3: 8 bits (256 shared weights) for conv layers, 5 bits (32) for fc layers."""
-    return 8 if t.ndim > 2 else 5
+__all__ = ["as_2d", "walk", "relative_index", "gap_symbols", "gap_positions", "row_major",
+           "filler_free_bits", "expand_relative", "entries"]
 
 
 def as_2d(shape) -> tuple[int, int]:
@@ -40,6 +25,14 @@ def walk(mask: np.ndarray, order: str) -> np.ndarray:
     """Linear positions (in walk order) of the True entries of a 2-D mask; 'csr' or 'csc'."""
     m = mask if order == "csr" else mask.T
     return np.flatnonzero(m.reshape(-1))
+
+
+def row_major(pos: np.ndarray, order: str, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`walk`'s numbering: positions in walk order as row-major indices of the
+    ``rows x cols`` matrix (a csc position is ``c * rows + r``)."""
+    if order == "csr":
+        return pos
+    return (pos % rows) * cols + pos // rows if rows else pos
 
 
 def relative_index(positions: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +58,15 @@ def gap_symbols(positions: np.ndarray, bits: int) -> np.ndarray:
     filler[slots] = False
     stored[filler] = 1 << bits
     return stored
+
+
+def gap_positions(symbols: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`gap_symbols`: the positions of the kept weights, in walk order. The
+    caller checks the count and that the stream does not end in a filler."""
+    span = 1 << bits
+    g = symbols.astype(np.int64)
+    real = g != span
+    return (np.cumsum(np.where(real, g + 1, span)) - 1)[real]
 
 
 def filler_free_bits(positions: np.ndarray, cap: int) -> int:

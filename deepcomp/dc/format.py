@@ -1,9 +1,9 @@
-"""The byte layout of a ``.dc`` file, in one place (docs/FORMAT.md): magic, versions, prefixes,
-caps, dtypes, the header schemas and their validation, and section tiling.
+"""The byte layout of a ``.dc`` file (docs/FORMAT.md): magic, versions, prefixes, caps, dtypes,
+the header schemas and their validation, the side blocks' byte transforms and section tiling.
 
-``encode`` writes what this module describes and ``decode`` reads it; this module imports
-neither of them (nor ``stagefile``), so the three form no import circle. Every check raises a
-named :class:`deepcomp.errors.FormatError` with a one-line message.
+:mod:`deepcomp.dc.write` lays a file out and :mod:`deepcomp.dc.read` reads it by what is
+described here. Every check raises a named :class:`deepcomp.errors.FormatError` with a
+one-line message. Numpy and the standard library only: no torch.
 """
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ import struct
 import zlib
 
 import numpy as np
-import torch
 
-from .errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeError,
-                     InvalidOffsetError, LimitError, TruncatedFileError, UnknownArchitectureError,
-                     UnknownModelError, UnsupportedVersionError, UntrustedArchitectureError,
-                     UntrustedModelError)
+from ..errors import (BadMagicError, ChecksumError, HeaderError, HeaderTooLargeError,
+                      InvalidOffsetError, LimitError, TruncatedFileError, UnsupportedVersionError)
 
-__all__ = ["MAGIC", "VERSION", "V1", "V2", "PREFIX_V1", "PREFIX_V2", "MAX_HEADER_BYTES",
+__all__ = ["MAGIC", "VERSION", "V1", "V2", "PREFIX_V1", "PREFIX_V2", "TRAILER", "MAX_HEADER_BYTES",
            "MAX_BITS", "MAX_ELEMENTS", "MAX_JSON_DEPTH", "MAX_HISTORY", "element_budget",
-           "header_budget", "DTYPES", "DTYPE_NAMES", "NUMPY",
-           "KINDS", "BREAKDOWN", "canonical_json", "deflate", "inflate", "read_prefix",
-           "parse_header", "check_entry_v1", "check_entry_v2", "arch_state", "is_int"]
+           "header_budget", "DTYPES", "NUMPY", "NARROWER", "KINDS", "BREAKDOWN", "BLOCKS",
+           "SECTIONS_V2", "CODED", "alphabet", "FIELDS_V2", "CODEBOOK_DTYPES", "jsonable", "canonical_json",
+           "deflate", "inflate", "read_prefix", "parse_header", "check_entry_v1",
+           "check_entry_v2", "check_shape", "check_total", "is_int", "tile"]
 
 MAGIC = b"DEEPCOMP"                   # the first 8 bytes of every version
 V1, V2 = (1, 0), (2, 0)               # (major, minor) of docs/FORMAT.md's appendix and body
@@ -42,12 +40,11 @@ ELEMENTS_PER_BYTE = 1024              # and this many more per byte of the file
 HEADER_BASE, HEADER_RATIO = 64 << 10, 256   # inflated header: at most 64 KiB + 256 x stored
 MAX_HISTORY = 1000                    # stage records in a header (a pipeline writes 3 to 10)
 MAX_NUMBER_CHARS = 40                 # characters of one JSON number in the header
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
-          "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# The dtypes a tensor may have, and each one's bytes as numpy reads them (bfloat16, which numpy
+# lacks, as the int16 of its bits).
 NUMPY = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "bfloat16": "<i2", "int64": "<i8",
          "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "u1"}
+DTYPES = tuple(NUMPY)
 # Lossless narrower storage a dense tensor may use (version 2), and the lossy --float16 one.
 NARROWER = {"float32": ("float16",), "float64": ("float32", "float16"),
             "int64": ("int32", "int16", "int8"), "int32": ("int16", "int8"), "int16": ("int8",)}
@@ -57,7 +54,12 @@ BREAKDOWN = {"weights": "index_stream", "gaps": "gap_stream", "codebook": "codeb
              "weight_codes": "code_tables", "gap_codes": "code_tables", "dense": "dense",
              "values": "values"}
 BLOCKS = ("code_tables", "codebooks", "dense")           # version 2's side blocks, in file order
-STREAM_SECTIONS = ("weights", "gaps", "values")          # version 2's per-tensor sections
+# Version 2's sections of each kind, after the side blocks, in file order (docs/FORMAT.md,
+# "Sections"); the Huffman streams among them (CODED) have their code tables in code_tables in
+# the same order. A codebook and a dense tensor's bytes go to the side blocks.
+SECTIONS_V2 = {"dense": (), "sparse": ("gaps", "values"), "quantized": ("weights", "gaps"),
+               "quantized_dense": ("weights",)}
+CODED = ("weights", "gaps")
 
 
 def one_of(x, choices) -> bool:
@@ -67,6 +69,23 @@ def one_of(x, choices) -> bool:
 
 def is_int(x, lo=0, hi=None) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= lo and (hi is None or x <= hi)
+
+
+def jsonable(x):
+    """Plain JSON data: arrays (numpy's, or torch's: anything with a ``dtype`` and ``tolist``)
+    and numpy scalars to lists and numbers, NaN/inf to None, anything else unknown to its
+    ``str``."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "dtype") and hasattr(x, "tolist"):
+        return jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    return str(x)
 
 
 def canonical_json(obj) -> bytes:
@@ -242,33 +261,6 @@ def _depth(x) -> int:
     return depth
 
 
-def arch_state(arch: dict, name: str) -> dict:
-    """The architecture's state dict, ``{key: (dtype name, shape)}`` in the model's order, from
-    a model built on the meta device (nothing allocated)."""
-    from .models import create
-    import warnings
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # e.g. zero-element tensors of forged sizes
-            net = create(arch["name"], **arch.get("kwargs", {}))
-    except UntrustedModelError as e:      # the user must name the model (exit 2)
-        raise UntrustedArchitectureError(f"{name}: {e}") from None
-    except UnknownModelError as e:
-        if ":" in arch["name"]:          # a user's module:factory: say why it cannot be built
-            raise UnknownArchitectureError(f"{name}: {e}") from None
-        raise UnknownArchitectureError(f"{name}: unknown architecture {arch['name']!r}") from None
-    except Exception as e:       # constructor arguments forged or from another version
-        raise HeaderError(f"{name}: cannot build {arch['name']!r} with "
-                          f"{arch.get('kwargs')}: {str(e)[:100]}") from None
-    out = {}
-    for k, v in net.state_dict().items():
-        if v.dtype not in DTYPE_NAMES:
-            raise HeaderError(f"{name}: {arch['name']!r} holds {k} of dtype {v.dtype}, which "
-                              "the format cannot store")
-        out[k] = (DTYPE_NAMES[v.dtype], tuple(v.shape))
-    return out
-
-
 def check_shape(shape, where: str) -> None:
     if not (isinstance(shape, list) and len(shape) <= 8
             and all(is_int(d, 0, MAX_ELEMENTS) for d in shape)):
@@ -350,6 +342,12 @@ FIELDS_V2 = {"dense": ("stored",),
                            "entries", "nonzeros", "weights_len", "gaps_len"),
              "quantized_dense": ("bits", "codebook_size", "codebook_dtype", "weights_len")}
 CODEBOOK_DTYPES = {"float16": 2, "float32": 4}
+
+
+def alphabet(t: dict, stream: str) -> int:
+    """Symbols of a tensor's Huffman stream: ``k + 1`` for weights (symbol ``k``: no cluster),
+    ``2**index_bits + 1`` for gaps (symbol ``2**index_bits``: a filler)."""
+    return t["codebook_size"] + 1 if stream == "weights" else (1 << t["index_bits"]) + 1
 
 
 def check_entry_v2(e, tname: str, dtype: str, shape: tuple, quant_meta: dict, name: str) -> dict:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import CountMismatchError, FormatError
+from ..errors import CountMismatchError, FormatError
 
 __all__ = ["MAX_CODE_LENGTH", "code_lengths", "canonical_codes", "encode", "decode", "decode_many",
            "pack_lengths", "unpack_lengths", "shannon_bits"]
