@@ -2,13 +2,22 @@
 
 Exit codes: 0 success, 2 usage errors (bad flags, unknown model, bad spec), 1 runtime errors
 (missing files, malformed checkpoints or .dc files). Errors are one line on stderr.
+
+Imports of deepcomp's own modules are inside the functions that use them, on purpose: a command
+imports only what it runs (``report`` no training, ``decode`` no k-means, only ``export`` onnx),
+and importing this module imports no torch (checks, errors and sizes, at the top, import none);
+building the parser imports the configs whose defaults ``--help`` shows.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
+import shlex
 import sys
+import time
 
 from ._version import __version__
 from .checks import RANGES as R, Range, Setting
@@ -375,24 +384,24 @@ def cmd_quantize(a):
 
 
 def cmd_encode(a):
+    from .data import load_data
     from .encode import encode
     from .loading import load_stage
+    from .pipeline import measured_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
     check_outputs(a, [out])
     cfg = encode_config(a)
-    metrics = None
+    metrics = stored = None
     if cfg.lossy:                    # measure the accuracy of what the file holds
-        from .data import load_data
-        from .pipeline import lossy_metrics
         spec = a.data or sf.data.get("spec")
         if not spec:
             raise UsageError(f"{_lossy_flags(a)} changes the weights: give --data SPEC to "
                              "measure them")
         data = load_data(spec)
         _check_fit(sf, data)
-        metrics = lossy_metrics(sf, data, cfg, a.device)
-    rec = encode(sf, out, cfg, metrics)
+        stored, metrics = measured_stage(sf, data, cfg, a.device)
+    rec = encode(sf, out, cfg, metrics, stored)
     if metrics is not None and not a.json:
         before = (sf.history[-1].get("metrics") or {}).get("top1") if sf.history else None
         print(f"{cfg.lossy} (lossy), measured again on {data.spec}: top-1 "
@@ -558,7 +567,6 @@ def _lossy_flags(a) -> str:
 
 
 def cmd_demo(a):
-    import time
     from .pipeline import demo
     from .report import read_inputs, report_text
     t0 = time.perf_counter()
@@ -570,8 +578,6 @@ def cmd_demo(a):
 
 
 def _write_csv(path, rows):
-    import csv
-    import io
     from .stagefile import atomic_write
     buf = io.StringIO()
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -919,7 +925,6 @@ def main(argv=None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2
-    import shlex
     from . import stagefile
     stagefile.COMMAND = shlex.join(["deepcomp", *argv])
     from . import dist

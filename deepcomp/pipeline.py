@@ -1,4 +1,5 @@
-"""The whole pipeline in one call: prune, retrain, quantize, fine-tune, encode, decode, verify.
+"""The whole pipeline in one call: prune, retrain, quantize, fine-tune, encode, decode, verify
+(the encoder reads its file back and checks every tensor; compress checks the accuracy).
 
 Each finished stage is written beside the output (``NAME.pruned.pt``, ``NAME.quantized.pt``),
 so an interrupted run resumes from the last finished stage: a stage file is reused when it was
@@ -14,17 +15,19 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .data import Dataset, load_data
-from .encode import EncodeConfig, encode, stored_stage
+from .encode import EncodeConfig, encode, resolve_index_bits, stored_stage
 from .errors import DeepcompError, UsageError
-from .prune import PruneConfig, prune
-from .quantize import QuantizeConfig, quantize
 from .loading import load_stage
-from .sizes import format_ratio
+from .models import create
+from .prune import PruneConfig, _setting, prunable_names, prune
+from .quantize import QuantizeConfig, layer_bits, quantize
+from .resume import Checkpoint, fingerprint
+from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
 
-__all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "verify", "demo", "lossy_metrics",
-           "train_baseline"]
+__all__ = ["CompressConfig", "compress", "stage_paths", "stage_checkpoint", "demo",
+           "measured_stage", "lossy_metrics", "train_baseline"]
 
 
 def train_baseline(model: str, data: Dataset, cfg: TrainConfig,
@@ -32,8 +35,6 @@ def train_baseline(model: str, data: Dataset, cfg: TrainConfig,
     """Train ``model`` (a registry name or a ``module:factory`` reference, built with
     ``model_kwargs``) from scratch on ``data``: the baseline stage file, whose record keeps the
     training config, the test metrics, the sizes and the wall time."""
-    from .models import create
-    from .sizes import stage_sizes
     arch = arch_for(model, data.meta(), model_kwargs)
     torch.manual_seed(cfg.seed)
     net = create(arch["name"], **arch["kwargs"])
@@ -90,9 +91,6 @@ def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
     """Every per-layer setting and option checked against the model before any stage runs:
     a pattern that matches no layer, or --fold-bn without batch norm, fails now, not after
     minutes of retraining."""
-    from .encode import resolve_index_bits
-    from .prune import _setting, prunable_names
-    from .quantize import layer_bits
     model = sf.build_model()
     names = prunable_names(model)
     _setting(cfg.prune, names)
@@ -105,17 +103,9 @@ def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
         raise UsageError("fold_batchnorm (--fold-bn): the model has no batch norm to fold")
 
 
-def verify(sf: StageFile, decoded: StageFile) -> None:
-    """The decoded model must be the stage file's model, tensor for tensor."""
-    for k, v in sf.state_dict.items():
-        if k not in decoded.state_dict or not torch.equal(decoded.state_dict[k], v):
-            raise DeepcompError(f"verification failed: {k} differs after decoding")
-
-
 def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Dataset | None,
                      restart: bool = False, log=print):
     """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume)."""
-    from .resume import Checkpoint, fingerprint
     return Checkpoint(f"{out}.ckpt", fingerprint(stage, config.to_dict(), upstream,
                                                  data.spec if data is not None else None),
                       restart=restart, log=log)
@@ -128,7 +118,6 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     while training resumes from its checkpoint (``restart=True`` discards checkpoints). Stage
     files there that other settings made are an error unless ``force`` (then redone).
     With distillation on, both stages distil from the input model ``sf``."""
-    from .loading import read_dc
     cfg = config or CompressConfig()
     sf = as_stage(sf, data)
     paths = stage_paths(out)
@@ -161,16 +150,12 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     log("== encode")
-    stored = stored_stage(quantized, cfg.encode)     # what the file holds, lossy or not
-    metrics = None
-    if cfg.encode.lossy:         # measure instead of copying the quantized accuracy
-        metrics = evaluate(stored.build_model(), data, cfg.prune.train.device)
-    record = encode(quantized, out, cfg.encode, metrics)
+    # What the file holds, lossy or not, made once, and its accuracy: the encoder checks that
+    # the file decodes to exactly this stage, so this is the decoded model's accuracy too.
+    stored, m = measured_stage(quantized, data, cfg.encode, cfg.prune.train.device)
+    record = encode(quantized, out, cfg.encode, m if cfg.encode.lossy else None, stored)
     log("== decode and verify")
-    decoded = read_dc(out, quantized.template)
-    verify(stored, decoded)
-    m = evaluate(decoded.build_model(), data, cfg.prune.train.device)
-    expect = record["metrics"].get("top1")
+    expect = record["metrics"].get("top1")      # lossless: the quantized stage's, as recorded
     if expect is not None and m["top1"] != expect:
         raise DeepcompError(f"verification failed: decoded top-1 {m['top1']} != {expect}")
     log(f"decoded {out}: every tensor equal, top-1 {m['top1']:.2f}% "
@@ -178,10 +163,19 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     return [paths["pruned"], paths["quantized"], out]
 
 
+def measured_stage(sf: StageFile, data: Dataset, config: EncodeConfig,
+                   device: str = "auto") -> tuple[StageFile, dict]:
+    """The stage as an encoding with ``config`` stores it (:func:`stored_stage`: batch norm
+    folded, dense tensors rounded or shared) and its accuracy; give both to :func:`encode`
+    (``metrics``, ``stored``), which then does not make the stage again."""
+    stored = stored_stage(sf, config)
+    return stored, evaluate(stored.build_model(), data, device)
+
+
 def lossy_metrics(sf: StageFile, data: Dataset, config: EncodeConfig,
                   device: str = "auto") -> dict:
     """Accuracy of ``sf`` as a lossy encoding stores it (``--float16``, ``--fold-bn``)."""
-    return evaluate(stored_stage(sf, config).build_model(), data, device)
+    return measured_stage(sf, data, config, device)[1]
 
 
 # --- the embedded demo -----------------------------------------------------------------------
