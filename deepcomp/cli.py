@@ -3,10 +3,9 @@
 Exit codes: 0 success, 2 usage errors (bad flags, unknown model, bad spec), 1 runtime errors
 (missing files, malformed checkpoints or .dc files). Errors are one line on stderr.
 
-Imports of deepcomp's own modules are inside the functions that use them, on purpose: a command
-imports only what it runs (``report`` no training, ``decode`` no k-means, only ``export`` onnx),
-and importing this module imports no torch (checks, errors and sizes, at the top, import none);
-building the parser imports the configs whose defaults ``--help`` shows.
+Every import is at the top: building the parser imports the stages anyway (``--help`` shows
+their configs' defaults). The heavy optional imports stay deferred inside their modules
+(matplotlib in deepcomp.plots, onnx and onnxruntime in deepcomp.export).
 """
 from __future__ import annotations
 
@@ -19,10 +18,27 @@ import shlex
 import sys
 import time
 
+from . import dist, stagefile
 from ._version import __version__
+from .analysis import parse_range, sensitivity, subset, sweep
 from .checks import RANGES as R, Range, Setting
+from .data import DATA_HELP, load_data
+from .encode import EncodeConfig, check_dense_bits, encode
 from .errors import DeepcompError, UsageError
+from .export import DEFAULT_OPSET, to_onnx
+from .loading import decode, load_stage
+from .models import list_models, model_info
+from .pipeline import (CompressConfig, compress, demo, measured_stage, stage_checkpoint,
+                       stage_paths, train_baseline)
+from .plots import plot_sensitivity, plot_sweep
+from .prune import PruneConfig, _default_retrain_lr, prune
+from .quantize import QuantizeConfig, quantize
+from .report import collapse_warnings, make_plots, read_inputs, report_text
+from .resume import Checkpoint, Stopped, fingerprint, handle_stop_signals
+from .search import SearchConfig, search
 from .sizes import format_ratio
+from .stagefile import atomic_write, check_writable, save_stage
+from .train import TrainConfig, end_line, evaluate, resolve_device, resolve_precision
 
 # --- shared options ------------------------------------------------------------------------
 
@@ -51,7 +67,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_data_arg(p, required=False):
-    from .data import DATA_HELP
     p.add_argument("--data", required=required, metavar="SPEC",
                    help=f"data set: {DATA_HELP}" + ("" if required else
                                                      " (default: the one the file was made with)"))
@@ -117,7 +132,6 @@ def add_prune_args(p):
                    help="retraining epochs per round (default: %(default)s)")
     p.add_argument("--retrain-lr", type=R["lr"], default=None,
                    help="retraining learning rate (default: a tenth of the training rate)")
-    from .prune import PruneConfig
     d = PruneConfig()
     p.add_argument("--min-keep", type=R["min_keep"], default=d.min_keep,
                    help="global, lamp, sensitivity: every layer keeps at least this share of "
@@ -186,7 +200,6 @@ def add_encode_args(p):
 def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epochs",
                    skip_epochs_lr=False):
     """The options of TrainConfig, as ``--{prefix}epochs`` etc. Defaults None mean: the stage's."""
-    from .train import TrainConfig
     d = TrainConfig()
     if not skip_epochs_lr:
         p.add_argument(f"--{prefix}epochs", type=R["epochs" if not prefix else "finetune_epochs"],
@@ -219,7 +232,6 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
 
 def add_distill_args(p, teacher=True):
     """Knowledge distillation from the stage's input model (TrainConfig.distill_*)."""
-    from .train import TrainConfig
     d = TrainConfig()
     p.add_argument("--distill", action="store_true",
                    help="retrain against the input model's outputs as well as the labels "
@@ -241,7 +253,6 @@ def add_restart_arg(p):
 
 def train_config(a, prefix="", default_lr=None):
     """TrainConfig from the shared flags plus ``--{prefix}epochs`` and ``--{prefix}lr``."""
-    from .train import TrainConfig
     lr = getattr(a, f"{prefix}lr".replace("-", "_"))
     return _shared_train(a, epochs=getattr(a, f"{prefix}epochs".replace("-", "_")),
                          lr=lr if lr is not None else (default_lr or TrainConfig.lr))
@@ -249,8 +260,6 @@ def train_config(a, prefix="", default_lr=None):
 
 def load_input(a):
     """The input file (stage file, .dc or foreign checkpoint) and the data set to use with it."""
-    from .data import load_data
-    from .loading import load_stage
     data = load_data(a.data) if a.data else None
     sf = load_stage(a.input, model=getattr(a, "model", None),
                     data=data.meta() if data is not None else None,
@@ -278,7 +287,6 @@ def out_path(a):
 
 def check_outputs(a, outputs: list[str]) -> None:
     """Before any work: every output can be written, and none is an input (unless --force)."""
-    from .stagefile import check_writable
     inputs = [p for p in [getattr(a, "input", None), getattr(a, "teacher", None),
                           *(getattr(a, "inputs", None) or [])] if p]
     for out in outputs:
@@ -291,8 +299,6 @@ def check_outputs(a, outputs: list[str]) -> None:
 
 
 def main_print(*args, **kw):
-    from . import dist
-    from .train import end_line
     if dist.is_main():
         end_line()
         print(*args, **kw, flush=True)
@@ -302,7 +308,6 @@ def main_print(*args, **kw):
 
 
 def cmd_models(a):
-    from .models import list_models, model_info
     names = list_models(a.pattern)
     if not names:
         raise UsageError(f"no registered model matches {a.pattern!r}; `deepcomp models` lists "
@@ -314,9 +319,6 @@ def cmd_models(a):
 
 
 def cmd_train(a):
-    from .data import load_data
-    from .pipeline import train_baseline
-    from .stagefile import save_stage
     data = load_data(a.data)
     out = out_path(a)
     check_outputs(a, [out])
@@ -329,7 +331,6 @@ def cmd_train(a):
 
 
 def cmd_eval(a):
-    from .train import evaluate
     sf, data = load_input(a)
     model = sf.build_model()
     m = evaluate(model, data, a.device)
@@ -341,9 +342,6 @@ def cmd_eval(a):
 
 
 def cmd_prune(a):
-    from .prune import prune
-    from .stagefile import save_stage
-    from .pipeline import stage_checkpoint
     sf, data = load_input(a)
     out = out_path(a)
     check_outputs(a, [out])
@@ -362,12 +360,9 @@ def cmd_prune(a):
 
 
 def cmd_quantize(a):
-    from .quantize import QuantizeConfig, quantize
-    from .stagefile import save_stage
     sf, data = load_input(a)
     out = out_path(a)
     check_outputs(a, [out])
-    from .pipeline import stage_checkpoint
     cfg = quantize_config(a, train_config(a, "finetune-", QuantizeConfig().finetune.lr))
     ckpt = stage_checkpoint(out, "quantize", cfg, sf, data, a.restart, main_print)
     res = quantize(sf, data, cfg, teacher=_teacher(a), checkpoint=ckpt)
@@ -384,10 +379,6 @@ def cmd_quantize(a):
 
 
 def cmd_encode(a):
-    from .data import load_data
-    from .encode import encode
-    from .loading import load_stage
-    from .pipeline import measured_stage
     sf = load_stage(a.input, model=getattr(a, "model", None))
     out = out_path(a)
     check_outputs(a, [out])
@@ -429,7 +420,6 @@ def _compared(ratio: float) -> str:
 
 
 def cmd_decode(a):
-    from .loading import decode
     out = out_path(a)
     check_outputs(a, [out])
     sd = decode(a.input, out, a.model)
@@ -439,8 +429,6 @@ def cmd_decode(a):
 
 
 def cmd_report(a):
-    from .report import make_plots, read_inputs, report_text
-    from .report import collapse_warnings
     if a.output:
         check_outputs(a, [a.output])
     inp = read_inputs(a.inputs, a.model)
@@ -449,7 +437,6 @@ def cmd_report(a):
         for w in collapse_warnings(inp.last):
             sys.stderr.write(w + "\n")
     if a.output:
-        from .stagefile import atomic_write
         atomic_write(a.output, lambda f: f.write(text.encode()))
     else:
         sys.stdout.write(text)
@@ -459,13 +446,10 @@ def cmd_report(a):
 
 
 def cmd_compress(a):
-    from .pipeline import CompressConfig, compress
-    from .report import read_inputs, report_text
     sf, data = load_input(a)
     out = out_path(a)
     if not out.endswith(".dc"):
         raise UsageError(f"the output of compress is a .dc file, got {out!r}")
-    from .pipeline import stage_paths
     check_outputs(a, list(stage_paths(out).values()))
     if a.max_drop is not None:
         return _target_mode(a, sf, data, out)
@@ -474,7 +458,6 @@ def cmd_compress(a):
         quantize=quantize_config(a, _shared_train(a, epochs=a.finetune_epochs, lr=a.finetune_lr)),
         encode=encode_config(a))
     paths = compress(sf, data, out, cfg, log=main_print, restart=a.restart, force=a.force)
-    from . import dist
     if dist.is_main():
         print()
         print(report_text(read_inputs([a.input] + paths if not a.model else paths, a.model),
@@ -483,8 +466,6 @@ def cmd_compress(a):
 
 def _target_mode(a, sf, data, out):
     """``compress --max-drop``: deepcomp.search, with the flags that apply to it."""
-    from .report import read_inputs, report_text
-    from .search import SearchConfig, search
     d = SearchConfig()
     given = a.given
     cfg = SearchConfig(
@@ -499,7 +480,6 @@ def _target_mode(a, sf, data, out):
         raise UsageError(f"--method {cfg.method} does not apply with --max-drop: the search "
                          "sets sparsity targets (global, lamp or sensitivity)")
     paths = search(sf, data, out, cfg, log=main_print, restart=a.restart).paths
-    from . import dist
     if dist.is_main():
         print()
         print(report_text(read_inputs(paths, a.model), "text", True))
@@ -515,7 +495,6 @@ def _distill_weight(a) -> float:
 
 
 def _shared_train(a, **over):
-    from .train import TrainConfig, resolve_device, resolve_precision
     resolve_precision(a.precision, resolve_device(a.device))     # bf16 where it is slow: stop now
     extra = {}
     if hasattr(a, "distill_temperature"):
@@ -532,13 +511,11 @@ def _teacher(a):
     """The model that --teacher names (None: the stage distils from its input)."""
     if not getattr(a, "teacher", None):
         return None
-    from .loading import load_stage
     return load_stage(a.teacher).build_model()
 
 
 def prune_config(a):
     """PruneConfig from add_prune_args' flags; prune() sets the retraining epochs and rate."""
-    from .prune import PruneConfig
     return PruneConfig(method=a.method, sensitivity=a.sensitivity, sparsity=a.sparsity,
                        iterations=a.iterations, retrain_epochs=a.retrain_epochs,
                        retrain_lr=a.retrain_lr, min_keep=a.min_keep, gradual=a.gradual,
@@ -548,13 +525,11 @@ def prune_config(a):
 
 
 def quantize_config(a, finetune):
-    from .quantize import QuantizeConfig
     return QuantizeConfig(bits=a.bits, init=a.init, seed=a.seed, finetune=finetune,
                           float16_codebooks=not a.float32_codebooks)
 
 
 def encode_config(a):
-    from .encode import EncodeConfig, check_dense_bits
     check_dense_bits(a.dense_bits)        # before any stage of compress runs
     return EncodeConfig(index_bits=a.index_bits or "", float16=a.float16,
                         fold_batchnorm=a.fold_bn, dense_bits=a.dense_bits, strip=a.strip,
@@ -567,8 +542,6 @@ def _lossy_flags(a) -> str:
 
 
 def cmd_demo(a):
-    from .pipeline import demo
-    from .report import read_inputs, report_text
     t0 = time.perf_counter()
     paths = demo(a.output, log=print)
     print()
@@ -578,7 +551,6 @@ def cmd_demo(a):
 
 
 def _write_csv(path, rows):
-    from .stagefile import atomic_write
     buf = io.StringIO()
     keys = list(dict.fromkeys(k for r in rows for k in r))
     w = csv.DictWriter(buf, keys, lineterminator="\n")
@@ -588,8 +560,6 @@ def _write_csv(path, rows):
 
 
 def cmd_sensitivity(a):
-    from .analysis import parse_range, sensitivity, subset
-    from .plots import plot_sensitivity
     grid = parse_range(a.sparsities)
     sf, data = load_input(a)
     check_outputs(a, [a.output + ".csv", a.output + ".png"])
@@ -609,19 +579,15 @@ def cmd_sensitivity(a):
 def _analysis_checkpoint(a, what: str, settings: dict, sf, data):
     """``OUTPUT.ckpt``: an analysis of many points saves each one there and resumes after the
     last one saved (deepcomp.resume); --restart discards it."""
-    from .resume import Checkpoint, fingerprint
     return Checkpoint(a.output + ".ckpt", fingerprint(what, settings, sf, data.spec),
                       a.restart, log=main_print)
 
 
 def cmd_sweep(a):
-    from .analysis import parse_range, subset, sweep
-    from .plots import plot_sweep
     grid, methods = parse_range(a.sparsities), [m.strip() for m in a.method.split(",")]
     sf, data = load_input(a)
     check_outputs(a, [a.output + ".csv", a.output + ".png"])
     data = subset(data, a.max_images)
-    from .prune import _default_retrain_lr
     retrain = train_config(a, "retrain-", _default_retrain_lr(sf)) if a.retrain_epochs else None
     ckpt = _analysis_checkpoint(a, "sweep", {"sparsities": grid, "methods": methods,
                                              "max_images": a.max_images, "scheme": a.retrain,
@@ -638,7 +604,6 @@ def cmd_sweep(a):
 
 
 def cmd_export(a):
-    from .export import to_onnx
     r = to_onnx(a.input, a.output, model=a.model, opset=a.opset, batch=a.batch,
                 check=not a.no_check)
     shape = "x".join(str(n) if n != "batch" else "N" for n in r["input_shape"])
@@ -649,7 +614,6 @@ def cmd_export(a):
 
 
 def _p_export(s):
-    from .export import DEFAULT_OPSET
     s.add_argument("input", help=".dc file or stage file of any stage, or a checkpoint with "
                    "--model")
     s.add_argument("--model", help=f"architecture of a checkpoint that does not name one: "
@@ -790,7 +754,6 @@ def _p_sweep(s):
 
 
 def _p_quantize(s):
-    from .quantize import QuantizeConfig
     add_input_args(s, "stage file (pruned or not), or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help="stage file to write")
     add_quantize_args(s)
@@ -830,7 +793,6 @@ def _p_report(s):
 
 
 def _p_compress(s):
-    from .quantize import QuantizeConfig
     d = QuantizeConfig().finetune
     add_input_args(s, "stage file, or a checkpoint with --model")
     s.add_argument("-o", "--output", required=True, help=".dc file to write; stage files are "
@@ -846,7 +808,6 @@ def _p_compress(s):
     add_train_args(s, skip_epochs_lr=True)
     add_distill_args(s.add_argument_group("distillation (from the input model, in both "
                                           "stages)"), teacher=False)
-    from .search import SearchConfig
     g = s.add_argument_group("target mode (deepcomp.search): the smallest file within a drop")
     g.add_argument("--max-drop", type=R["max_drop"], default=None, metavar="POINTS",
                    help="search sparsity and bits for the smallest .dc whose top-1, on a "
@@ -925,12 +886,8 @@ def main(argv=None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2
-    from . import stagefile
     stagefile.COMMAND = shlex.join(["deepcomp", *argv])
-    from . import dist
-    from .resume import Stopped, handle_stop_signals
     ok = False
-    from .train import end_line
     try:
         a.given = given_options(a.parser, argv)
         check_options(a, a.given)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
+import io
 import json
 import os
 import sys
@@ -31,6 +33,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import DeepcompError, MissingDependencyError, UsageError
+from .loading import load_stage
 from .models import is_reference, model_info
 from .stagefile import StageFile, as_stage, atomic_write
 
@@ -62,7 +65,7 @@ def _require(module: str):
 
 def _max_opset() -> int:
     """The newest opset the TorchScript exporter of this torch writes (20 in torch 2.13)."""
-    try:
+    try:       # torch's private module, deferred: only an export asks, and it may be gone
         from torch.onnx import _constants
         return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET",
                            _constants.ONNX_MAX_OPSET))
@@ -72,7 +75,6 @@ def _max_opset() -> int:
 
 def _stage(source, model: str | None) -> tuple[StageFile, str | None]:
     if isinstance(source, (str, os.PathLike)):
-        from .loading import load_stage
         return load_stage(os.fspath(source), model=model), os.fspath(source)
     if model is not None:
         raise UsageError("model= applies to a file source only")
@@ -107,7 +109,6 @@ def _metadata(sf: StageFile, source: str | None) -> dict[str, str]:
 
 
 def _export_bytes(net: nn.Module, x: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
-    import io
     buf = io.BytesIO()
     kw = {"dynamo": False} if _has_dynamo_flag() else {}
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -156,7 +157,6 @@ def _quiet_stdout():
 
 
 def _has_dynamo_flag() -> bool:
-    import inspect
     return "dynamo" in inspect.signature(torch.onnx.export).parameters
 
 
