@@ -170,6 +170,67 @@ def run_onnx(blob_or_path, x) -> "numpy.ndarray":  # noqa: F821
     return sess.run(["logits"], {"input": arr})[0]
 
 
+def _check_opset_and_batch(opset, batch) -> int:
+    """The newest opset this torch exports, after checking ``opset`` and ``batch``."""
+    hi = _max_opset()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= hi:
+        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {hi} (this torch's "
+                         f"exporter), got {opset}")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise UsageError(f"batch must be a positive integer or None (dynamic), got {batch}")
+    return hi
+
+
+def _export(net: nn.Module, x: torch.Tensor, opset: int, hi: int, batch, sf) -> bytes:
+    """The ONNX bytes of ``net``; a failure names the lowest opset that would export it."""
+    try:
+        return _export_bytes(net, x, opset, dynamic_batch=batch is None)
+    except Exception as e:          # torch's own errors span many lines: keep the first
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split("[Caused by")[0].strip()[:200]
+        lowest = _lowest_opset(net, x, opset + 1, hi, batch is None)
+        hint = (f"; the lowest opset that exports it is {lowest} (--opset {lowest})"
+                if lowest else "")
+        raise ExportError(f"cannot export {sf.arch['name']} to ONNX opset {opset}: "
+                          f"{first}{hint}") from None
+
+
+def _checked_proto(onnx, blob: bytes, sf, src) -> bytes:
+    """The file with deepcomp as its producer and its metadata, checked by onnx's checker."""
+    proto = onnx.load_from_string(blob)
+    proto.producer_name, proto.producer_version = "deepcomp", __version__
+    for k, v in _metadata(sf, src).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the ONNX graph of {sf.arch['name']} is not valid: "
+                          f"{str(e).strip().splitlines()[0][:200]}") from None
+    return proto.SerializeToString()
+
+
+def _check_run(net: nn.Module, blob: bytes, xs: torch.Tensor, sf) -> float:
+    """The largest difference of onnxruntime's logits from PyTorch's on ``xs``; an error where
+    it exceeds the tolerance."""
+    with torch.no_grad():
+        want = net(xs).numpy()
+    try:
+        got = run_onnx(blob, xs)
+    except DeepcompError:
+        raise
+    except Exception as e:       # onnxruntime's own errors: an operator it lacks, etc.
+        raise ExportError(f"onnxruntime cannot run the file: "
+                          f"{(str(e).strip().splitlines() or ['?'])[0][:200]}") from None
+    diff = float(abs(got - want).max())
+    limit = ATOL * max(1.0, float(abs(want).max()))
+    if not diff <= limit:
+        raise ExportError(f"onnxruntime and PyTorch differ by {diff:.2e} (more than "
+                          f"{limit:.1e}) on {sf.arch['name']}; not written (check=False "
+                          "writes it)")
+    return diff
+
+
 def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT_OPSET,
             batch: int | None = None, input_size=None, check: bool = True,
             check_batch: int = 8) -> dict:
@@ -187,63 +248,19 @@ def to_onnx(source, path: str, *, model: str | None = None, opset: int = DEFAULT
     onnx = _require("onnx")
     if check:
         _require("onnxruntime")
-    hi = _max_opset()
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= hi:
-        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {hi} (this torch's "
-                         f"exporter), got {opset}")
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
-        raise UsageError(f"batch must be a positive integer or None (dynamic), got {batch}")
+    hi = _check_opset_and_batch(opset, batch)
     path = os.fspath(path)
     sf, src = _stage(source, model)
     if src is not None and os.path.exists(path) and os.path.samefile(src, path):
         raise UsageError(f"refusing to overwrite the input {src} with the ONNX file")
     size = _input_size(sf, input_size)
     net = sf.build_model().cpu().eval()
-
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch or 1, *size, generator=gen)
-    try:
-        blob = _export_bytes(net, x, opset, dynamic_batch=batch is None)
-    except Exception as e:          # torch's own errors span many lines: keep the first
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        first = first.split("[Caused by")[0].strip()[:200]
-        lowest = _lowest_opset(net, x, opset + 1, hi, batch is None)
-        hint = (f"; the lowest opset that exports it is {lowest} (--opset {lowest})"
-                if lowest else "")
-        raise ExportError(f"cannot export {sf.arch['name']} to ONNX opset {opset}: "
-                          f"{first}{hint}") from None
-
-    proto = onnx.load_from_string(blob)
-    proto.producer_name, proto.producer_version = "deepcomp", __version__
-    for k, v in _metadata(sf, src).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"the ONNX graph of {sf.arch['name']} is not valid: "
-                          f"{str(e).strip().splitlines()[0][:200]}") from None
-    blob = proto.SerializeToString()
-
+    blob = _checked_proto(onnx, _export(net, x, opset, hi, batch, sf), sf, src)
     diff = None
     if check:
-        n = batch or check_batch
-        xs = torch.randn(n, *size, generator=gen)
-        with torch.no_grad():
-            want = net(xs).numpy()
-        try:
-            got = run_onnx(blob, xs)
-        except DeepcompError:
-            raise
-        except Exception as e:       # onnxruntime's own errors: an operator it lacks, etc.
-            raise ExportError(f"onnxruntime cannot run the file: "
-                              f"{(str(e).strip().splitlines() or ['?'])[0][:200]}") from None
-        diff = float(abs(got - want).max())
-        limit = ATOL * max(1.0, float(abs(want).max()))
-        if not diff <= limit:
-            raise ExportError(f"onnxruntime and PyTorch differ by {diff:.2e} (more than "
-                              f"{limit:.1e}) on {sf.arch['name']}; not written (check=False "
-                              "writes it)")
+        diff = _check_run(net, blob, torch.randn(batch or check_batch, *size, generator=gen), sf)
     atomic_write(path, lambda f: f.write(blob))
     return {"path": path, "bytes": len(blob), "opset": opset,
             "input_shape": [batch or "batch", *size],

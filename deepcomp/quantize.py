@@ -153,6 +153,16 @@ def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int
     if step.size < k:                        # at most k distinct values: each its own centroid
         distinct = x[np.concatenate([[0], step + 1])]
         return distinct, np.searchsorted(distinct, flat), 0.0
+    c, it = _lloyd(x, c, max_iter, tol, relocate_empty)
+    if info is not None:
+        info["iterations"] = it
+    return _assign(flat, c)
+
+
+def _lloyd(x: np.ndarray, c: np.ndarray, max_iter: int, tol: float, relocate_empty: bool
+           ) -> tuple[np.ndarray, int]:
+    """Lloyd's iterations on the sorted values ``x`` from centroids ``c``: (the centroids,
+    sorted, and the number of iterations run); see :func:`kmeans_1d`."""
     n = x.size
     csum = np.concatenate([[0.0], np.cumsum(x)])
     threshold = tol * float(x.var())
@@ -177,10 +187,13 @@ def kmeans_1d(values, k: int, init: str = "linear", seed: int = 0, max_iter: int
         c = new
         if tol > 0 and shift <= threshold:
             break
-    if info is not None:
-        info["iterations"] = it
-    # Final assignment to the nearest centroid (ties go left, as above), then each centroid is
-    # the mean of what it holds, and unused centroids go.
+    return c, it
+
+
+def _assign(flat: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Final assignment to the nearest centroid (ties go left, as in :func:`_lloyd`), then each
+    centroid is the mean of what it holds, and unused centroids go: (centroids, labels,
+    inertia)."""
     labels = np.searchsorted((c[1:] + c[:-1]) / 2, flat, side="left")
     counts = np.bincount(labels, minlength=c.size)
     sums = np.bincount(labels, weights=flat, minlength=c.size)

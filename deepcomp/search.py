@@ -247,6 +247,47 @@ def _bytes(sf: StageFile, ecfg: EncodeConfig) -> int:
     return len(pack(sf.arch, sf.data, [], encode_tensors(stored_stage(sf, ecfg), ecfg)))
 
 
+def _prune_phase(st: _Search, sf: StageFile, now: float, models: dict) -> list:
+    """1. pruning: raise the sparsity while the drop allows and the budget keeps the reserve.
+    Returns the models within the drop, ``[(target sparsity, model)]``, the input first."""
+    cfg = st.cfg
+    reserve = min(cfg.budget_epochs, cfg.finetune_epochs * len(cfg.bits))
+    passing = [(None, sf)]                 # (target sparsity, model), within the drop
+    for s in cfg.sparsities:
+        if s <= now:
+            continue
+        if st.used + cfg.retrain_epochs > cfg.budget_epochs - reserve:
+            st.log(f"pruning ends before {100 * s:g}%: the budget keeps {reserve} epochs for "
+                   "quantization")
+            break
+        model = st.prune_step(passing[-1][1], s)
+        cand = st._record("pruned", model, s, None, cfg.retrain_epochs)
+        models[id(cand)] = model
+        if not cand["within"]:
+            break
+        passing.append((s, model))
+    return passing
+
+
+def _quantize_phase(st: _Search, passing: list, models: dict) -> None:
+    """2. quantization: bits from many to few on the sparsest model within the drop; if none
+    is within it, the next sparsest, as far as the budget goes."""
+    cfg = st.cfg
+    for s, model in reversed(passing):
+        found = False
+        for bits in cfg.bits:
+            if st.used + cfg.finetune_epochs > cfg.budget_epochs:
+                break
+            q = st.quant_step(model, s, str(bits))
+            cand = st._record("quantized", q, s, str(bits), cfg.finetune_epochs)
+            models[id(cand)] = q
+            if not cand["within"]:
+                break
+            found = True
+        if found or st.used + cfg.finetune_epochs > cfg.budget_epochs:
+            break
+
+
 def search(sf: StageFile | torch.nn.Module, data: Dataset, out: str,
            config: SearchConfig | None = None, log=print, restart: bool = False) -> SearchResult:
     """Find the smallest ``.dc`` file whose validation top-1 is within ``config.max_drop`` points
@@ -268,40 +309,8 @@ def search(sf: StageFile | torch.nn.Module, data: Dataset, out: str,
     models = {}                            # id(candidate) -> its StageFile
     first = st._record("input", sf, None, None, 0)
     models[id(first)] = sf
-
-    # 1. pruning: raise the sparsity while the drop allows and the budget keeps the reserve
-    reserve = min(cfg.budget_epochs, cfg.finetune_epochs * len(cfg.bits))
-    passing = [(None, sf)]                 # (target sparsity, model), within the drop
-    now = first["sparsity"]
-    for s in cfg.sparsities:
-        if s <= now:
-            continue
-        if st.used + cfg.retrain_epochs > cfg.budget_epochs - reserve:
-            log(f"pruning ends before {100 * s:g}%: the budget keeps {reserve} epochs for "
-                "quantization")
-            break
-        model = st.prune_step(passing[-1][1], s)
-        cand = st._record("pruned", model, s, None, cfg.retrain_epochs)
-        models[id(cand)] = model
-        if not cand["within"]:
-            break
-        passing.append((s, model))
-
-    # 2. quantization: bits from many to few on the sparsest model within the drop; if none
-    # is within it, the next sparsest, as far as the budget goes
-    for s, model in reversed(passing):
-        found = False
-        for bits in cfg.bits:
-            if st.used + cfg.finetune_epochs > cfg.budget_epochs:
-                break
-            q = st.quant_step(model, s, str(bits))
-            cand = st._record("quantized", q, s, str(bits), cfg.finetune_epochs)
-            models[id(cand)] = q
-            if not cand["within"]:
-                break
-            found = True
-        if found or st.used + cfg.finetune_epochs > cfg.budget_epochs:
-            break
+    passing = _prune_phase(st, sf, first["sparsity"], models)
+    _quantize_phase(st, passing, models)
 
     # 3. the choice: the smallest file within the drop (the input always is)
     chosen = min((c for c in st.candidates if c["within"]), key=lambda c: c["bytes"])
