@@ -1,14 +1,16 @@
-"""The C reader (c/dc.h, c/dc.c, c/dcdump.c; docs/FORMAT.md): built here with the system C
-compiler, it decodes the golden files and files the pipeline makes exactly as deepcomp's reader
-does, and, built with AddressSanitizer and UBSan, it reads thousands of damaged and forged files
-(tests/test_dcfile_fuzz.py's mutations) with no finding, agreeing with deepcomp's reader on
-which are valid. Skipped, saying why, where there is no C compiler or no sanitizer runtime."""
+"""The C reader (c/dc.h and the sources c/Makefile lists as READER, c/dcdump.c;
+docs/FORMAT.md): built here with the system C compiler, it decodes the golden files and files
+the pipeline makes exactly as deepcomp's reader does, and, built with AddressSanitizer and
+UBSan, it reads thousands of damaged and forged files (tests/test_dcfile_fuzz.py's mutations)
+with no finding, agreeing with deepcomp's reader on which are valid. Skipped, saying why, where
+there is no C compiler or no sanitizer runtime."""
 import json
 import os
 import random
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -24,7 +26,10 @@ from deepcomp.encode import EncodeConfig, encode_stage
 from deepcomp.stagefile import StageFile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SOURCES = [os.path.join(ROOT, "c", "dc.c"), os.path.join(ROOT, "c", "dcdump.c")]
+sys.path.append(os.path.join(ROOT, "tools"))
+from c_sources import READER  # noqa: E402  (the reader's .c files, as c/Makefile lists them)
+
+SOURCES = READER + [os.path.join(ROOT, "c", "dcdump.c")]
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = ["-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic",
             "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -282,7 +287,7 @@ def test_edge_cases(dcdump, tmp_path, float16):
 def test_api_allocation_hooks_and_failures(build, sanitize):
     """tests/c_api.c: argument errors, dc_close twice, and every allocation of opening and
     decoding failing in turn: DC_E_NO_MEMORY, nothing left allocated (under the sanitizers)."""
-    exe = build(sanitize, "c_api", [SOURCES[0], os.path.join(ROOT, "tests", "c_api.c")])
+    exe = build(sanitize, "c_api", READER + [os.path.join(ROOT, "tests", "c_api.c")])
     buf = encode_stage(synthetic_stage("lenet5"))[0]
     path = os.path.join(os.path.dirname(exe), "lenet5.dc")
     with open(path, "wb") as f:
@@ -344,7 +349,9 @@ def _zlib(stream: bytes, cap: int):
 
 
 def test_inflate_agrees_with_zlib(build):
-    exe = build(STRICT, "c_inflate", [os.path.join(ROOT, "tests", "c_inflate.c")])
+    # c_inflate.c includes c/dc.c itself (for the inflater's internals): the rest is linked
+    exe = build(STRICT, "c_inflate", [os.path.join(ROOT, "tests", "c_inflate.c")] +
+                [s for s in READER if os.path.basename(s) != "dc.c"])
     cases = _streams(random.Random(11))
     stdin = b"".join(struct.pack("<II", cap, len(s)) + s for s, cap in cases)
     r = subprocess.run([exe], input=stdin, capture_output=True)
