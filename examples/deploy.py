@@ -4,8 +4,9 @@
 
 1. ONNX (`deepcomp export`, needs `pip install 'deepcomp-pytorch[onnx]'`): the decoded model with
    dense float32 weights, checked against PyTorch in onnxruntime.
-2. C: `c/dc.h` and `c/dc.c` read the file as it is, with no dependency; this example builds
-   `dcdump` with the system C compiler and lists the tensors it decodes.
+2. C: `c/dc.h` and the reader's sources in `c/` (`dc.c`, `crc.c`, `inflate.c`, `json.c`,
+   `huffman.c`: c/Makefile's READER) read the file as it is, with no dependency; this example
+   builds `dcdump` with the system C compiler and lists the tensors it decodes.
 """
 import os
 import shutil

@@ -1,9 +1,10 @@
 /* The C reader's raw DEFLATE inflater alone, for tests/test_c_reader.py, which compares it
- * with zlib on many streams: built with `-I c` and including dc.c itself.
+ * with zlib on many streams: built with `-I c` and including dc.c itself (the rest of the
+ * reader linked).
  *
  * stdin: records of [cap u32][len u32][len bytes]; stdout, per record: [status u8][n u32]
  * [n bytes when status is 0]. Status: 0 inflated, 1 invalid, 2 truncated, 3 past cap,
- * 4 bytes after the end (dc.c's INF_* codes).
+ * 4 bytes after the end (inflate.h's INF_* codes).
  */
 #include "dc.c"
 
