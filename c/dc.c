@@ -65,14 +65,14 @@ static void *mem_alloc(const dc_file *f, size_t n)
     return f->alloc.alloc ? f->alloc.alloc(f->alloc.ctx, n) : malloc(n);
 }
 
-void *mem_array(const dc_file *f, size_t count, size_t size)
+void *dci_mem_array(const dc_file *f, size_t count, size_t size)
 {
     if (size && count > SIZE_MAX / size)
         return NULL;
     return mem_alloc(f, count * size);
 }
 
-void mem_free(const dc_file *f, void *p)
+void dci_mem_free(const dc_file *f, void *p)
 {
     if (!p)
         return;
@@ -82,7 +82,7 @@ void mem_free(const dc_file *f, void *p)
         free(p);
 }
 
-dc_status fail(dc_file *f, dc_status s, const char *fmt, ...)
+dc_status dci_fail(dc_file *f, dc_status s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -92,9 +92,9 @@ dc_status fail(dc_file *f, dc_status s, const char *fmt, ...)
     return s;
 }
 
-dc_status no_memory(dc_file *f)
+dc_status dci_no_memory(dc_file *f)
 {
-    return fail(f, DC_E_NO_MEMORY, "out of memory");
+    return dci_fail(f, DC_E_NO_MEMORY, "out of memory");
 }
 
 /* --- DEFLATE streams of the file (inflated by inflate.c) -------------------------------- */
@@ -117,11 +117,11 @@ static dc_status inflate_block(dc_file *f, const uint8_t *in, size_t len, size_t
     size = len > (cap - 1024) / 4 || cap < 1024 ? cap : 4 * len + 1024;
     for (;;) {
         if (size == SIZE_MAX || !(buf = mem_alloc(f, size + 1)))
-            return no_memory(f);
-        r = inflate_raw(in, len, buf, size, &got, &why);
+            return dci_no_memory(f);
+        r = dci_inflate_raw(in, len, buf, size, &got, &why);
         if (r == INF_OK)
             break;
-        mem_free(f, buf);
+        dci_mem_free(f, buf);
         if (r != INF_TOO_LARGE || size == cap)
             break;
         size = size > cap / 4 ? cap : 4 * size;
@@ -134,13 +134,13 @@ static dc_status inflate_block(dc_file *f, const uint8_t *in, size_t len, size_t
         *n = got;
         return DC_OK;
     case INF_TOO_LARGE:
-        return fail(f, DC_E_HEADER_TOO_LARGE, "%s inflates past its %zu-byte %s", what, cap,
-                    want == SIZE_MAX ? "cap" : "size");
+        return dci_fail(f, DC_E_HEADER_TOO_LARGE, "%s inflates past its %zu-byte %s", what, cap,
+                        want == SIZE_MAX ? "cap" : "size");
     case INF_BAD:
-        return fail(f, DC_E_HEADER, "%s is not valid DEFLATE data (%s)", what, why);
+        return dci_fail(f, DC_E_HEADER, "%s is not valid DEFLATE data (%s)", what, why);
     default:
-        return fail(f, DC_E_HEADER, "%s: DEFLATE stream is truncated or followed by bytes",
-                    what);
+        return dci_fail(f, DC_E_HEADER, "%s: DEFLATE stream is truncated or followed by bytes",
+                        what);
     }
 }
 
@@ -149,10 +149,10 @@ static dc_status inflate_block(dc_file *f, const uint8_t *in, size_t len, size_t
 static int dtype_of(const char *v)
 {
     int d;
-    if (!is_string(v))
+    if (!dci_is_string(v))
         return -1;
     for (d = 0; d < 10; d++)
-        if (str_eq(v, DTYPE_NAMES[d]))
+        if (dci_str_eq(v, DTYPE_NAMES[d]))
             return d;
     return -1;
 }
@@ -179,10 +179,10 @@ static int read_shape(const char *v, struct dc_entry *t)
     const char *d;
     uint64_t numel = 1, x;
     unsigned n = 0;
-    if (!is_array(v))
+    if (!dci_is_array(v))
         return 0;
-    for (d = arr_first(v); d; d = arr_next(d)) {
-        if (n == DC_MAX_DIMS || !json_int(d, 0, DC_MAX_ELEMENTS, &x))
+    for (d = dci_arr_first(v); d; d = dci_arr_next(d)) {
+        if (n == DC_MAX_DIMS || !dci_json_int(d, 0, DC_MAX_ELEMENTS, &x))
             return 0;
         t->shape[n++] = (uint32_t)x;
         numel = numel > DC_MAX_ELEMENTS ? numel : numel * x;
@@ -206,50 +206,50 @@ static dc_status check_top(dc_file *f, const char *h, const char *top[H_KEYS])
     const char *k, *arch, *name, *kwargs, *data, *history, *classes, *r;
     unsigned long records;
     unsigned i;
-    if (!is_object(h))
-        return fail(f, DC_E_HEADER, "header is not a JSON object");
+    if (!dci_is_object(h))
+        return dci_fail(f, DC_E_HEADER, "header is not a JSON object");
     memset(top, 0, H_KEYS * sizeof *top);
-    for (k = obj_first(h); k; k = obj_next(k)) {
-        for (i = 0; i < H_KEYS && !str_eq(k, keys[i]); i++)
+    for (k = dci_obj_first(h); k; k = dci_obj_next(k)) {
+        for (i = 0; i < H_KEYS && !dci_str_eq(k, keys[i]); i++)
             ;
         if (i == H_KEYS)
             break;
-        top[i] = member_value(k);            /* a repeated key: the last one counts */
+        top[i] = dci_member_value(k);        /* a repeated key: the last one counts */
     }
     for (i = 0; i <= H_TENSORS && !k; i++)
         if (!top[i])
             break;
     if (k || i <= H_TENSORS)
-        return fail(f, DC_E_HEADER, "header keys must be arch, blocks, data, history, "
-                    "quant_meta, tensors (optionally drop, explicit, graph, state)");
+        return dci_fail(f, DC_E_HEADER, "header keys must be arch, blocks, data, history, "
+                        "quant_meta, tensors (optionally drop, explicit, graph, state)");
     arch = top[H_ARCH];
-    name = is_object(arch) ? obj_get(arch, "name") : NULL;
-    kwargs = is_object(arch) ? obj_get(arch, "kwargs") : NULL;
-    if (!is_string(name) || (kwargs && !is_object(kwargs)))
-        return fail(f, DC_E_HEADER, "header 'arch' must be {'name': str, 'kwargs': {...}}");
+    name = dci_is_object(arch) ? dci_obj_get(arch, "name") : NULL;
+    kwargs = dci_is_object(arch) ? dci_obj_get(arch, "kwargs") : NULL;
+    if (!dci_is_string(name) || (kwargs && !dci_is_object(kwargs)))
+        return dci_fail(f, DC_E_HEADER, "header 'arch' must be {'name': str, 'kwargs': {...}}");
     data = top[H_DATA];
     history = top[H_HISTORY];
-    if (!is_object(data) || !is_array(history))
-        return fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list of "
-                    "objects");
-    for (r = arr_first(history), records = 0; r; r = arr_next(r), records++)
-        if (!is_object(r))
-            return fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list "
-                        "of objects");
+    if (!dci_is_object(data) || !dci_is_array(history))
+        return dci_fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list of "
+                        "objects");
+    for (r = dci_arr_first(history), records = 0; r; r = dci_arr_next(r), records++)
+        if (!dci_is_object(r))
+            return dci_fail(f, DC_E_HEADER, "header 'data' must be an object and 'history' a list "
+                            "of objects");
     if (records > DC_MAX_HISTORY)
-        return fail(f, DC_E_LIMIT, "%lu history records exceed the reader's limit of %u",
-                    records, DC_MAX_HISTORY);
-    if (!is_object(top[H_QUANT_META]) || !is_array(top[H_TENSORS]))
-        return fail(f, DC_E_HEADER, "'quant_meta' must be an object and 'tensors' a list");
-    classes = obj_get(data, "classes");
-    if (classes && (*classes == '-' || is_digit(*classes))) {
+        return dci_fail(f, DC_E_LIMIT, "%lu history records exceed the reader's limit of %u",
+                        records, DC_MAX_HISTORY);
+    if (!dci_is_object(top[H_QUANT_META]) || !dci_is_array(top[H_TENSORS]))
+        return dci_fail(f, DC_E_HEADER, "'quant_meta' must be an object and 'tensors' a list");
+    classes = dci_obj_get(data, "classes");
+    if (classes && (*classes == '-' || dci_is_digit(*classes))) {
         uint64_t x;                          /* an integer: the count of classes 0..n-1 */
         const char *p = classes + (*classes == '-');
-        while (is_digit(*p))
+        while (dci_is_digit(*p))
             p++;
-        if (*p != '.' && *p != 'e' && *p != 'E' && !json_int(classes, 1, MAX_CLASSES, &x))
-            return fail(f, DC_E_HEADER, "'classes' must be a list or a count up to %d",
-                        MAX_CLASSES);
+        if (*p != '.' && *p != 'e' && *p != 'E' && !dci_json_int(classes, 1, MAX_CLASSES, &x))
+            return dci_fail(f, DC_E_HEADER, "'classes' must be a list or a count up to %d",
+                            MAX_CLASSES);
     }
     return DC_OK;
 }
@@ -260,16 +260,16 @@ static dc_status read_blocks(dc_file *f, const char *b, uint64_t len[3])
     static const char *const names[] = {"code_tables", "codebooks", "dense"};
     const char *k;
     unsigned i;
-    int ok = is_object(b);
-    for (k = ok ? obj_first(b) : NULL; k && ok; k = obj_next(k))
-        ok = str_eq(k, names[0]) || str_eq(k, names[1]) || str_eq(k, names[2]);
+    int ok = dci_is_object(b);
+    for (k = ok ? dci_obj_first(b) : NULL; k && ok; k = dci_obj_next(k))
+        ok = dci_str_eq(k, names[0]) || dci_str_eq(k, names[1]) || dci_str_eq(k, names[2]);
     for (i = 0; i < 3 && ok; i++) {
-        const char *v = obj_get(b, names[i]);
-        ok = v && json_int(v, 0, UINT64_MAX, &len[i]);
+        const char *v = dci_obj_get(b, names[i]);
+        ok = v && dci_json_int(v, 0, UINT64_MAX, &len[i]);
     }
     if (!ok)
-        return fail(f, DC_E_HEADER, "'blocks' must give the lengths of code_tables, codebooks, "
-                    "dense");
+        return dci_fail(f, DC_E_HEADER, "'blocks' must give the lengths of code_tables, "
+                        "codebooks, dense");
     return DC_OK;
 }
 
@@ -286,40 +286,43 @@ static dc_status read_layout(dc_file *f, const char *const top[H_KEYS], const ch
     uint64_t total = 0;
     const char *ex = top[H_EXPLICIT], *st = top[H_STATE], *drop = top[H_DROP];
     const char *s, *prev = NULL;
-    if ((ex && !json_true(ex) && !json_false(ex)) || (json_true(ex) && (drop || !st)))
-        return fail(f, DC_E_HEADER, "'explicit' must be true, with 'state' and without 'drop'");
-    if (st && !is_array(st))
-        return fail(f, DC_E_HEADER, "'state' must be a list of [name, dtype, shape]");
-    for (s = st ? arr_first(st) : NULL; s; s = arr_next(s))
-        if (!is_array(s) || arr_len(s) != 3 || !is_string(arr_first(s)))
-            return fail(f, DC_E_HEADER, "'state' must be a list of [name, dtype, shape]");
-    if (drop && !is_array(drop))
-        return fail(f, DC_E_HEADER, "'state' and 'drop' must be sorted by name, each name once");
-    for (s = drop ? arr_first(drop) : NULL; s; prev = s, s = arr_next(s))
-        if (!is_string(s) || (prev && str_cmp(prev, s) >= 0))
-            return fail(f, DC_E_HEADER, "'state' and 'drop' must be sorted by name, each name "
-                        "once");
+    if ((ex && !dci_json_true(ex) && !dci_json_false(ex)) ||
+        (dci_json_true(ex) && (drop || !st)))
+        return dci_fail(f, DC_E_HEADER,
+                        "'explicit' must be true, with 'state' and without 'drop'");
+    if (st && !dci_is_array(st))
+        return dci_fail(f, DC_E_HEADER, "'state' must be a list of [name, dtype, shape]");
+    for (s = st ? dci_arr_first(st) : NULL; s; s = dci_arr_next(s))
+        if (!dci_is_array(s) || dci_arr_len(s) != 3 || !dci_is_string(dci_arr_first(s)))
+            return dci_fail(f, DC_E_HEADER, "'state' must be a list of [name, dtype, shape]");
+    if (drop && !dci_is_array(drop))
+        return dci_fail(f, DC_E_HEADER,
+                        "'state' and 'drop' must be sorted by name, each name once");
+    for (s = drop ? dci_arr_first(drop) : NULL; s; prev = s, s = dci_arr_next(s))
+        if (!dci_is_string(s) || (prev && dci_str_cmp(prev, s) >= 0))
+            return dci_fail(f, DC_E_HEADER, "'state' and 'drop' must be sorted by name, each name "
+                            "once");
     prev = NULL;
-    for (s = st ? arr_first(st) : NULL; s; prev = s, s = arr_next(s))
-        if (prev && str_cmp(arr_first(prev), arr_first(s)) >= 0)
-            return fail(f, DC_E_HEADER, "'state' and 'drop' must be sorted by name, each name "
-                        "once");
-    for (s = st ? arr_first(st) : NULL; s; s = arr_next(s)) {
+    for (s = st ? dci_arr_first(st) : NULL; s; prev = s, s = dci_arr_next(s))
+        if (prev && dci_str_cmp(dci_arr_first(prev), dci_arr_first(s)) >= 0)
+            return dci_fail(f, DC_E_HEADER, "'state' and 'drop' must be sorted by name, each name "
+                            "once");
+    for (s = st ? dci_arr_first(st) : NULL; s; s = dci_arr_next(s)) {
         struct dc_entry t;
-        const char *dt = arr_next(arr_first(s));
+        const char *dt = dci_arr_next(dci_arr_first(s));
         if (dtype_of(dt) < 0)
-            return fail(f, DC_E_HEADER, "a tensor of 'state' has an unknown dtype");
-        if (!read_shape(arr_next(dt), &t))
-            return fail(f, DC_E_HEADER, "a tensor of 'state' has a bad shape");
+            return dci_fail(f, DC_E_HEADER, "a tensor of 'state' has an unknown dtype");
+        if (!read_shape(dci_arr_next(dt), &t))
+            return dci_fail(f, DC_E_HEADER, "a tensor of 'state' has a bad shape");
         total += t.numel;
     }
-    if (!json_true(ex))
-        return fail(f, DC_E_NO_LAYOUT, "file does not store tensor shapes (format 2.0, layout "
-                    "implied by the architecture); re-encode it with deepcomp encode");
+    if (!dci_json_true(ex))
+        return dci_fail(f, DC_E_NO_LAYOUT, "file does not store tensor shapes (format 2.0, layout "
+                        "implied by the architecture); re-encode it with deepcomp encode");
     if (total > element_budget(f))
-        return fail(f, DC_E_LIMIT, "%llu elements exceed the reader's limit of %llu for a file "
-                    "of %zu bytes", (unsigned long long)total,
-                    (unsigned long long)element_budget(f), f->file_len);
+        return dci_fail(f, DC_E_LIMIT, "%llu elements exceed the reader's limit of %llu for a "
+                        "file of %zu bytes", (unsigned long long)total,
+                        (unsigned long long)element_budget(f), f->file_len);
     *state = st;
     return DC_OK;
 }
@@ -333,73 +336,75 @@ static dc_status read_entry(dc_file *f, const char *e, struct dc_entry *t)
     unsigned fields, i;
     uint64_t x;
     memset(v, 0, sizeof v);
-    if (json_int(e, 0, 0, &x)) {             /* 0: dense, in its own dtype */
+    if (dci_json_int(e, 0, 0, &x)) {         /* 0: dense, in its own dtype */
         t->kind = K_DENSE;
         t->stored = t->dtype;
         return DC_OK;
     }
-    kind = is_array(e) ? arr_first(e) : NULL;
-    for (i = 0; i < 4 && kind && !(is_string(kind) && str_eq(kind, KIND_NAMES[i])); i++)
+    kind = dci_is_array(e) ? dci_arr_first(e) : NULL;
+    for (i = 0; i < 4 && kind && !(dci_is_string(kind) && dci_str_eq(kind, KIND_NAMES[i])); i++)
         ;
     if (!kind || i == 4)
-        return fail(f, DC_E_HEADER, "tensor '%s': an entry must be 0 or [kind, ...]", nm);
+        return dci_fail(f, DC_E_HEADER, "tensor '%s': an entry must be 0 or [kind, ...]", nm);
     t->kind = (uint8_t)i;
     fields = KIND_FIELDS[i];
-    for (e = arr_next(kind); e; e = arr_next(e), n++)
+    for (e = dci_arr_next(kind); e; e = dci_arr_next(e), n++)
         if (n < 10)
             v[n] = e;
     if (n < fields || n > fields + (t->kind == K_QUANT || t->kind == K_QDENSE))
-        return fail(f, DC_E_HEADER, "tensor '%s': a %s entry holds %u fields", nm,
-                    KIND_NAMES[t->kind], fields);
+        return dci_fail(f, DC_E_HEADER, "tensor '%s': a %s entry holds %u fields", nm,
+                        KIND_NAMES[t->kind], fields);
     if (t->kind == K_DENSE) {
         int s = dtype_of(v[0]);
         if (s < 0 || !may_store(t->dtype, s))
-            return fail(f, DC_E_HEADER, "tensor '%s': a bad stored dtype for a %s tensor", nm,
-                        DTYPE_NAMES[t->dtype]);
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': a bad stored dtype for a %s tensor", nm,
+                            DTYPE_NAMES[t->dtype]);
         t->stored = (uint8_t)s;
         return DC_OK;
     }
     t->stored = DC_FLOAT32;
     if (t->kind != K_SPARSE) {              /* bits, k, codebook dtype, ..., quantizer fields */
-        if (n > fields && !is_object(v[fields]))
-            return fail(f, DC_E_HEADER, "tensor '%s': quantizer fields must be an object", nm);
-        if (is_string(v[2]) && str_eq(v[2], "float16"))
+        if (n > fields && !dci_is_object(v[fields]))
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': quantizer fields must be an object", nm);
+        if (dci_is_string(v[2]) && dci_str_eq(v[2], "float16"))
             t->cb_width = 2;
-        else if (is_string(v[2]) && str_eq(v[2], "float32"))
+        else if (dci_is_string(v[2]) && dci_str_eq(v[2], "float32"))
             t->cb_width = 4;
         else
-            return fail(f, DC_E_HEADER, "tensor '%s': codebook dtype must be float16 or "
-                        "float32", nm);
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': codebook dtype must be float16 or "
+                            "float32", nm);
     }
     {   /* the section lengths, then the fields every reader checks */
         const char *wl = t->kind == K_QUANT ? v[7] : t->kind == K_QDENSE ? v[3] : NULL;
         const char *gl = t->kind == K_QUANT ? v[8] : t->kind == K_SPARSE ? v[4] : NULL;
-        if ((wl && !json_int(wl, 0, UINT64_MAX, &x)) || (gl && !json_int(gl, 0, UINT64_MAX, &x)))
-            return fail(f, DC_E_HEADER, "tensor '%s': bad section length", nm);
+        if ((wl && !dci_json_int(wl, 0, UINT64_MAX, &x)) ||
+            (gl && !dci_json_int(gl, 0, UINT64_MAX, &x)))
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': bad section length", nm);
         if (wl)
-            json_int(wl, 0, UINT64_MAX, &x), t->wlen = (size_t)(x > SIZE_MAX ? SIZE_MAX : x);
+            dci_json_int(wl, 0, UINT64_MAX, &x), t->wlen = (size_t)(x > SIZE_MAX ? SIZE_MAX : x);
         if (gl)
-            json_int(gl, 0, UINT64_MAX, &x), t->glen = (size_t)(x > SIZE_MAX ? SIZE_MAX : x);
+            dci_json_int(gl, 0, UINT64_MAX, &x), t->glen = (size_t)(x > SIZE_MAX ? SIZE_MAX : x);
     }
     if (t->dtype != DC_FLOAT32 || t->ndim == 0)
-        return fail(f, DC_E_HEADER, "tensor '%s': a %s tensor must be float32 with at least "
-                    "one dimension", nm, KIND_NAMES[t->kind]);
+        return dci_fail(f, DC_E_HEADER, "tensor '%s': a %s tensor must be float32 with at least "
+                        "one dimension", nm, KIND_NAMES[t->kind]);
     if (t->kind != K_QDENSE) {
         const char *const *w = t->kind == K_SPARSE ? v : v + 3;   /* order, index_bits, ... */
-        if (!is_string(w[0]) || !(str_eq(w[0], "csr") || str_eq(w[0], "csc")) ||
-            !is_uint(w[1], 1, MAX_BITS) || !is_uint(w[2], 0, UINT64_MAX) ||
-            !is_uint(w[3], 0, UINT64_MAX))
-            return fail(f, DC_E_HEADER, "tensor '%s': bad order, index_bits, entries or "
-                        "nonzeros", nm);
-        t->csc = (uint8_t)str_eq(w[0], "csc");
-        json_int(w[1], 1, MAX_BITS, &x);
+        if (!dci_is_string(w[0]) || !(dci_str_eq(w[0], "csr") || dci_str_eq(w[0], "csc")) ||
+            !dci_is_uint(w[1], 1, MAX_BITS) || !dci_is_uint(w[2], 0, UINT64_MAX) ||
+            !dci_is_uint(w[3], 0, UINT64_MAX))
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': bad order, index_bits, entries or "
+                            "nonzeros", nm);
+        t->csc = (uint8_t)dci_str_eq(w[0], "csc");
+        dci_json_int(w[1], 1, MAX_BITS, &x);
         t->index_bits = (uint8_t)x;
-        json_int(w[2], 0, UINT64_MAX, &t->entries);
-        json_int(w[3], 0, UINT64_MAX, &t->nonzeros);
+        dci_json_int(w[2], 0, UINT64_MAX, &t->entries);
+        dci_json_int(w[3], 0, UINT64_MAX, &t->nonzeros);
     }
     if (t->kind != K_SPARSE) {
-        if (!is_uint(v[0], 1, MAX_BITS) || !json_int(v[1], 0, MAX_CODEBOOK, &x))
-            return fail(f, DC_E_HEADER, "tensor '%s': bad bits, codebook_size or quant_meta", nm);
+        if (!dci_is_uint(v[0], 1, MAX_BITS) || !dci_json_int(v[1], 0, MAX_CODEBOOK, &x))
+            return dci_fail(f, DC_E_HEADER, "tensor '%s': bad bits, codebook_size or quant_meta",
+                            nm);
         t->k = (uint32_t)x;
     }
     return DC_OK;
@@ -415,7 +420,8 @@ static dc_status tile(dc_file *f, const uint64_t blocks[3], size_t side[3])
     do {                                                                                      \
         uint64_t n_ = (len);                                                                  \
         if (n_ > dlen - off)                                                                  \
-            return fail(f, DC_E_INVALID_OFFSET, "sections run past the %zu data bytes", dlen); \
+            return dci_fail(f, DC_E_INVALID_OFFSET, "sections run past the %zu data bytes",   \
+                            dlen);                                                            \
         at = off;                                                                             \
         off += (size_t)n_;                                                                    \
     } while (0)
@@ -433,11 +439,10 @@ static dc_status tile(dc_file *f, const uint64_t blocks[3], size_t side[3])
     }
 #undef TAKE
     if (off != dlen)
-        return fail(f, DC_E_INVALID_OFFSET, "sections cover %zu of %zu data bytes", off, dlen);
+        return dci_fail(f, DC_E_INVALID_OFFSET, "sections cover %zu of %zu data bytes", off, dlen);
     return DC_OK;
 }
 
-/* The header's JSON text (n bytes, NUL after them): the tensor table. */
 /* --- the graph (docs/FORMAT.md, "Graph") ----------------------------------------------- */
 
 static const char *const OP_NAMES[] = {"input", "conv2d", "linear", "batchnorm", "relu", "add",
@@ -448,14 +453,14 @@ static const unsigned OP_INPUTS[] = {0, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1};
 /* data.input_size, when it is a list of 1 to 3 sizes. */
 static void read_input_shape(dc_file *f, const char *data)
 {
-    const char *v = obj_get(data, "input_size"), *d;
+    const char *v = dci_obj_get(data, "input_size"), *d;
     unsigned n = 0;
     uint64_t x;
     f->input_ndim = 0;
-    if (!is_array(v) || arr_len(v) < 1 || arr_len(v) > 3)
+    if (!dci_is_array(v) || dci_arr_len(v) < 1 || dci_arr_len(v) > 3)
         return;
-    for (d = arr_first(v); d; d = arr_next(d)) {
-        if (!json_int(d, 1, 1u << 16, &x))
+    for (d = dci_arr_first(v); d; d = dci_arr_next(d)) {
+        if (!dci_json_int(d, 1, 1u << 16, &x))
             return;
         f->input_shape[n++] = (uint32_t)x;
     }
@@ -468,10 +473,10 @@ static int32_t graph_tensor(const dc_file *f, const char *v, int null_ok)
     size_t i;
     if (v && strncmp(v, "null", 4) == 0)
         return null_ok ? -1 : -2;
-    if (!is_string(v))
+    if (!dci_is_string(v))
         return -2;
     for (i = 0; i < f->ntensors; i++)
-        if (str_eq(v, f->names + f->t[i].name))
+        if (dci_str_eq(v, f->names + f->t[i].name))
             return (int32_t)i;
     return -2;
 }
@@ -479,29 +484,29 @@ static int32_t graph_tensor(const dc_file *f, const char *v, int null_ok)
 /* key: a list of n integers of lo to 65536, into out. */
 static int graph_ints(const char *attrs, const char *key, unsigned n, uint64_t lo, uint32_t *out)
 {
-    const char *v = obj_get(attrs, key), *d;
+    const char *v = dci_obj_get(attrs, key), *d;
     unsigned i = 0;
     uint64_t x;
-    if (!is_array(v) || arr_len(v) != n)
+    if (!dci_is_array(v) || dci_arr_len(v) != n)
         return 0;
-    for (d = arr_first(v); d; d = arr_next(d)) {
-        if (!json_int(d, lo, 1u << 16, &x))
+    for (d = dci_arr_first(v); d; d = dci_arr_next(d)) {
+        if (!dci_json_int(d, lo, 1u << 16, &x))
             return 0;
         out[i++] = (uint32_t)x;
     }
     return 1;
 }
 
-/* A JSON number (at most DC_MAX_NUMBER_CHARS long, checked by json_check) as a float. */
+/* A JSON number (at most DC_MAX_NUMBER_CHARS long, checked by dci_json_check) as a float. */
 static int graph_float(const char *v, float *out)
 {
     char buf[DC_MAX_NUMBER_CHARS + 1];
     size_t n = 0;
     double x;
-    if (!v || !(*v == '-' || is_digit(*v)))
+    if (!v || !(*v == '-' || dci_is_digit(*v)))
         return 0;
     while (n < DC_MAX_NUMBER_CHARS && (v[n] == '-' || v[n] == '+' || v[n] == '.' ||
-                                       v[n] == 'e' || v[n] == 'E' || is_digit(v[n]))) {
+                                       v[n] == 'e' || v[n] == 'E' || dci_is_digit(v[n]))) {
         buf[n] = v[n];
         n++;
     }
@@ -521,22 +526,23 @@ static int graph_attrs(const dc_file *f, const char *a, dc_node *nd)
     case DC_OP_CONV2D: {
         uint32_t dil[2];
         uint64_t g;
-        nd->tensor[0] = graph_tensor(f, obj_get(a, "weight"), 0);
-        nd->tensor[1] = graph_tensor(f, obj_get(a, "bias"), 1);
+        nd->tensor[0] = graph_tensor(f, dci_obj_get(a, "weight"), 0);
+        nd->tensor[1] = graph_tensor(f, dci_obj_get(a, "bias"), 1);
         return nd->tensor[0] >= 0 && nd->tensor[1] >= -1 &&
                graph_ints(a, "stride", 2, 1, nd->a) && graph_ints(a, "padding", 2, 0, nd->a + 2) &&
                graph_ints(a, "dilation", 2, 1, dil) && dil[0] == 1 && dil[1] == 1 &&
-               json_int(obj_get(a, "groups"), 1, 1u << 16, &g) && (nd->a[4] = (uint32_t)g, 1);
+               dci_json_int(dci_obj_get(a, "groups"), 1, 1u << 16, &g) &&
+               (nd->a[4] = (uint32_t)g, 1);
     }
     case DC_OP_LINEAR:
-        nd->tensor[0] = graph_tensor(f, obj_get(a, "weight"), 0);
-        nd->tensor[1] = graph_tensor(f, obj_get(a, "bias"), 1);
+        nd->tensor[0] = graph_tensor(f, dci_obj_get(a, "weight"), 0);
+        nd->tensor[1] = graph_tensor(f, dci_obj_get(a, "bias"), 1);
         return nd->tensor[0] >= 0 && nd->tensor[1] >= -1;
     case DC_OP_BATCHNORM:
         for (k = 0; k < 4; k++)
-            if ((nd->tensor[k] = graph_tensor(f, obj_get(a, bn[k]), 0)) < 0)
+            if ((nd->tensor[k] = graph_tensor(f, dci_obj_get(a, bn[k]), 0)) < 0)
                 return 0;
-        return graph_float(obj_get(a, "eps"), &nd->eps);
+        return graph_float(dci_obj_get(a, "eps"), &nd->eps);
     case DC_OP_MAXPOOL2D:
     case DC_OP_AVGPOOL2D:
         return graph_ints(a, "kernel", 2, 1, nd->a) && graph_ints(a, "stride", 2, 1, nd->a + 2) &&
@@ -555,75 +561,77 @@ static int graph_attrs(const dc_file *f, const char *a, dc_node *nd)
 static dc_status read_graph(dc_file *f, const char *g)
 {
     const char *nv;
-    size_t i = 0, n = is_array(g) ? arr_len(g) : 0;
+    size_t i = 0, n = dci_is_array(g) ? dci_arr_len(g) : 0;
     if (n < 1 || n > DC_MAX_NODES)
-        return fail(f, DC_E_HEADER, "'graph' must be a list of 1 to %u nodes", DC_MAX_NODES);
-    f->graph = mem_array(f, n, sizeof *f->graph);
+        return dci_fail(f, DC_E_HEADER, "'graph' must be a list of 1 to %u nodes", DC_MAX_NODES);
+    f->graph = dci_mem_array(f, n, sizeof *f->graph);
     if (!f->graph)
-        return no_memory(f);
+        return dci_no_memory(f);
     memset(f->graph, 0, n * sizeof *f->graph);
-    for (nv = arr_first(g); nv; nv = arr_next(nv), i++) {
+    for (nv = dci_arr_first(g); nv; nv = dci_arr_next(nv), i++) {
         dc_node *nd = &f->graph[i];
-        const char *op = is_array(nv) && arr_len(nv) == 3 ? arr_first(nv) : NULL;
-        const char *ins = op ? arr_next(op) : NULL, *attrs = ins ? arr_next(ins) : NULL, *x;
+        const char *op = dci_is_array(nv) && dci_arr_len(nv) == 3 ? dci_arr_first(nv) : NULL;
+        const char *ins = op ? dci_arr_next(op) : NULL, *attrs = ins ? dci_arr_next(ins) : NULL;
+        const char *x;
         unsigned k, j = 0;
-        for (k = 0; op && k < sizeof OP_NAMES / sizeof *OP_NAMES && !str_eq(op, OP_NAMES[k]);
+        for (k = 0; op && k < sizeof OP_NAMES / sizeof *OP_NAMES && !dci_str_eq(op, OP_NAMES[k]);
              k++)
             ;
         if (!op || k == sizeof OP_NAMES / sizeof *OP_NAMES || (k == DC_OP_INPUT) != (i == 0) ||
-            !is_array(ins) || arr_len(ins) != OP_INPUTS[k] || !is_object(attrs))
-            return fail(f, DC_E_HEADER, "graph node %zu: not an operation [op, inputs, "
-                        "attributes] this reader runs", i);
+            !dci_is_array(ins) || dci_arr_len(ins) != OP_INPUTS[k] || !dci_is_object(attrs))
+            return dci_fail(f, DC_E_HEADER, "graph node %zu: not an operation [op, inputs, "
+                            "attributes] this reader runs", i);
         nd->op = (dc_op)k;
-        for (x = arr_first(ins); x; x = arr_next(x)) {
+        for (x = dci_arr_first(ins); x; x = dci_arr_next(x)) {
             uint64_t v;
-            if (!json_int(x, 0, i ? i - 1 : 0, &v) || i == 0)
-                return fail(f, DC_E_HEADER, "graph node %zu: an input that is not an earlier "
-                            "node", i);
+            if (!dci_json_int(x, 0, i ? i - 1 : 0, &v) || i == 0)
+                return dci_fail(f, DC_E_HEADER, "graph node %zu: an input that is not an earlier "
+                                "node", i);
             nd->in[j++] = (uint32_t)v;
         }
         if (!graph_attrs(f, attrs, nd))
-            return fail(f, DC_E_HEADER, "graph node %zu: %s attributes that do not fit it",
-                        i, OP_NAMES[k]);
+            return dci_fail(f, DC_E_HEADER, "graph node %zu: %s attributes that do not fit it",
+                            i, OP_NAMES[k]);
     }
     f->ngraph = n;
     return DC_OK;
 }
 
+/* The header's JSON text (n bytes, NUL after them): the tensor table. */
 static dc_status read_header(dc_file *f, const char *text, size_t n, uint64_t blocks[3])
 {
-    const char *why = json_check(text, n), *h = ws(text), *state = NULL, *s, *e;
+    const char *why = dci_json_check(text, n), *h = dci_ws(text), *state = NULL, *s, *e;
     const char *top[H_KEYS];
     size_t i, names = 0;
     dc_status st;
     if (why)
-        return fail(f, DC_E_HEADER, "header is not valid JSON (%s)", why);
+        return dci_fail(f, DC_E_HEADER, "header is not valid JSON (%s)", why);
     if ((st = check_top(f, h, top)) || (st = read_blocks(f, top[H_BLOCKS], blocks)) ||
         (st = read_layout(f, top, &state)))
         return st;
-    f->ntensors = arr_len(state);
-    if (f->ntensors != arr_len(top[H_TENSORS]))
-        return fail(f, DC_E_HEADER, "%zu tensor entries for the %zu tensors of the state dict",
-                    arr_len(top[H_TENSORS]), f->ntensors);
-    for (s = arr_first(state); s; s = arr_next(s))
-        names += (size_t)(skip_string(arr_first(s)) - arr_first(s)) + 1;
-    f->t = mem_array(f, f->ntensors, sizeof *f->t);
+    f->ntensors = dci_arr_len(state);
+    if (f->ntensors != dci_arr_len(top[H_TENSORS]))
+        return dci_fail(f, DC_E_HEADER, "%zu tensor entries for the %zu tensors of the state dict",
+                        dci_arr_len(top[H_TENSORS]), f->ntensors);
+    for (s = dci_arr_first(state); s; s = dci_arr_next(s))
+        names += (size_t)(dci_skip_string(dci_arr_first(s)) - dci_arr_first(s)) + 1;
+    f->t = dci_mem_array(f, f->ntensors, sizeof *f->t);
     f->names = mem_alloc(f, names);
     if (!f->t || !f->names)
-        return no_memory(f);
+        return dci_no_memory(f);
     memset(f->t, 0, f->ntensors * sizeof *f->t);
     names = 0;
-    for (i = 0, s = arr_first(state); s; i++, s = arr_next(s)) {
+    for (i = 0, s = dci_arr_first(state); s; i++, s = dci_arr_next(s)) {
         struct dc_entry *t = &f->t[i];
-        const char *dt = arr_next(arr_first(s));
+        const char *dt = dci_arr_next(dci_arr_first(s));
         t->name = names;
-        t->name_len = str_decode(arr_first(s), f->names + names);
+        t->name_len = dci_str_decode(dci_arr_first(s), f->names + names);
         f->names[names + t->name_len] = 0;
         names += t->name_len + 1;
         t->dtype = (uint8_t)dtype_of(dt);
-        read_shape(arr_next(dt), t);
+        read_shape(dci_arr_next(dt), t);
     }
-    for (i = 0, e = arr_first(top[H_TENSORS]); e; i++, e = arr_next(e))
+    for (i = 0, e = dci_arr_first(top[H_TENSORS]); e; i++, e = dci_arr_next(e))
         if ((st = read_entry(f, e, &f->t[i])) != DC_OK)
             return st;
     read_input_shape(f, top[H_DATA]);
@@ -637,22 +645,23 @@ static dc_status side_block(dc_file *f, const uint8_t *raw, size_t len, uint64_t
 {
     dc_status st;
     if (!len && want)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s: an empty block for %llu bytes", what,
-                    (unsigned long long)want);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: an empty block for %llu bytes", what,
+                        (unsigned long long)want);
     if (len && !want)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s: %zu bytes where nothing is stored", what, len);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: %zu bytes where nothing is stored", what,
+                        len);
     if (!len) {
         *out = NULL;
         *n = 0;
         return DC_OK;
     }
     if (want >= SIZE_MAX)
-        return no_memory(f);
+        return dci_no_memory(f);
     if ((st = inflate_block(f, raw, len, (size_t)want, 0, what, out, n)) != DC_OK)
         return st;
     if (*n != want)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s: %zu bytes, %llu expected", what, *n,
-                    (unsigned long long)want);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: %zu bytes, %llu expected", what, *n,
+                        (unsigned long long)want);
     return DC_OK;
 }
 
@@ -683,7 +692,7 @@ static dc_status read_side_blocks(dc_file *f, const size_t side[3], const uint64
         return st;
     for (i = 0; i < f->code_tables_len; i++)
         if (f->code_tables[i] > MAX_CODE)
-            return fail(f, DC_E_COUNT_MISMATCH, "a code length over %d", MAX_CODE);
+            return dci_fail(f, DC_E_COUNT_MISMATCH, "a code length over %d", MAX_CODE);
     if ((st = side_block(f, f->data + side[1], (size_t)blocks[1], cbs, "codebooks",
                          &f->codebooks, &f->codebooks_len)) ||
         (st = side_block(f, f->data + side[2], (size_t)blocks[2], dense, "dense tensors",
@@ -704,22 +713,22 @@ static dc_status check_streams(dc_file *f)
         if ((t->kind == K_QUANT || t->kind == K_SPARSE) &&
             (t->nonzeros > t->numel || t->nonzeros > t->entries ||
              t->entries - t->nonzeros > (t->numel >> t->index_bits)))
-            return fail(f, DC_E_COUNT_MISMATCH, "%s: %llu non-zeros in %llu entries do not "
-                        "fit %u elements", f->names + t->name,
-                        (unsigned long long)t->nonzeros, (unsigned long long)t->entries,
-                        t->numel);
+            return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: %llu non-zeros in %llu entries do not "
+                            "fit %u elements", f->names + t->name,
+                            (unsigned long long)t->nonzeros, (unsigned long long)t->entries,
+                            t->numel);
     }
     for (i = 0; i < f->ntensors; i++) {
         struct dc_entry *t = &f->t[i];
         const char *nm = f->names + t->name;
         if ((t->kind == K_QUANT || t->kind == K_SPARSE) &&
-            (st = check_stream(f, f->code_tables + t->gtab, (1u << t->index_bits) + 1,
-                               t->entries, t->glen, nm, "gaps")))
+            (st = dci_check_stream(f, f->code_tables + t->gtab, (1u << t->index_bits) + 1,
+                                   t->entries, t->glen, nm, "gaps")))
             return st;
         if ((t->kind == K_QUANT || t->kind == K_QDENSE) &&
-            (st = check_stream(f, f->code_tables + t->wtab, t->k + 1,
-                               t->kind == K_QDENSE ? t->numel : t->nonzeros, t->wlen, nm,
-                               "weights")))
+            (st = dci_check_stream(f, f->code_tables + t->wtab, t->k + 1,
+                                   t->kind == K_QDENSE ? t->numel : t->nonzeros, t->wlen, nm,
+                                   "weights")))
             return st;
     }
     return DC_OK;
@@ -842,8 +851,8 @@ static dc_status decode_dense(dc_file *f, const struct dc_entry *t, const sink *
         emit(out, j / out->cols, j % out->cols, UINT32_MAX,
              dense_value(t, f->dense + t->dense, j, &bad));
     if (bad)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s: bool bytes other than 0 and 1",
-                    f->names + t->name);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: bool bytes other than 0 and 1",
+                        f->names + t->name);
     return DC_OK;
 }
 
@@ -854,13 +863,13 @@ static dc_status decode_quantized_dense(dc_file *f, const struct dc_entry *t, co
     const char *nm = f->names + t->name;
     size_t j;
     for (j = 0; j < t->numel; j++) {
-        long sym = hs_decode(w);
+        long sym = dci_hs_decode(w);
         if (sym < 0)
-            return hs_error(f, w, sym, j, t->numel, nm, "weights");
+            return dci_hs_error(f, w, sym, j, t->numel, nm, "weights");
         if ((uint32_t)sym < t->k)             /* symbol k: no cluster, 0.0, left as it is */
             emit(out, j / out->cols, j % out->cols, (uint32_t)sym, cb[sym]);
     }
-    return hs_finish(f, w, t->numel, nm, "weights");
+    return dci_hs_finish(f, w, t->numel, nm, "weights");
 }
 
 /* Sparse and quantized: positions from the gap stream (docs/FORMAT.md, "Sparse positions"),
@@ -877,9 +886,9 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, const sink 
     for (e = 0; e < t->entries; e++) {
         uint64_t pos;
         uint32_t v, symbol;
-        sym = hs_decode(g);
+        sym = dci_hs_decode(g);
         if (sym < 0)
-            return hs_error(f, g, sym, e, t->entries, nm, "gaps");
+            return dci_hs_error(f, g, sym, e, t->entries, nm, "gaps");
         if ((uint64_t)sym == span) {         /* a filler: span positions, no weight */
             at += span;
             continue;
@@ -887,18 +896,18 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, const sink 
         pos = at + (uint64_t)sym;
         at = pos + 1;
         if (pos >= t->numel)
-            return fail(f, DC_E_COUNT_MISMATCH, "%s: a position beyond the %u elements", nm,
-                        t->numel);
+            return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: a position beyond the %u elements", nm,
+                            t->numel);
         if (nz == t->nonzeros)
-            return fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds more than the %llu "
-                        "non-zeros of the header", nm, (unsigned long long)t->nonzeros);
+            return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds more than the %llu "
+                            "non-zeros of the header", nm, (unsigned long long)t->nonzeros);
         if (values) {
-            v = (uint32_t)le(values + 4 * nz, 4);
+            v = (uint32_t)dci_le(values + 4 * nz, 4);
             symbol = UINT32_MAX;
         } else {
-            long s = hs_decode(w);
+            long s = dci_hs_decode(w);
             if (s < 0)
-                return hs_error(f, w, s, nz, t->nonzeros, nm, "weights");
+                return dci_hs_error(f, w, s, nz, t->nonzeros, nm, "weights");
             v = cb[s];
             symbol = (uint32_t)s < t->k ? (uint32_t)s : UINT32_MAX;
         }
@@ -909,13 +918,13 @@ static dc_status decode_sparse(dc_file *f, const struct dc_entry *t, const sink 
             emit(out, cols ? pos / cols : 0, cols ? pos % cols : 0, symbol, v);
     }
     if (nz != t->nonzeros || (t->entries && (uint64_t)sym == span))
-        return fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds %llu non-zeros%s, the "
-                    "header says %llu", nm, (unsigned long long)nz,
-                    t->entries && (uint64_t)sym == span ? " and ends with a filler" : "",
-                    (unsigned long long)t->nonzeros);
-    if ((st = hs_finish(f, g, t->entries, nm, "gaps")) != DC_OK)
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s: the gap stream holds %llu non-zeros%s, the "
+                        "header says %llu", nm, (unsigned long long)nz,
+                        t->entries && (uint64_t)sym == span ? " and ends with a filler" : "",
+                        (unsigned long long)t->nonzeros);
+    if ((st = dci_hs_finish(f, g, t->entries, nm, "gaps")) != DC_OK)
         return st;
-    return w ? hs_finish(f, w, t->nonzeros, nm, "weights") : DC_OK;
+    return w ? dci_hs_finish(f, w, t->nonzeros, nm, "weights") : DC_OK;
 }
 
 static dc_status decode(dc_file *f, const struct dc_entry *t, const sink *out)
@@ -933,14 +942,14 @@ static dc_status decode(dc_file *f, const struct dc_entry *t, const sink *out)
     if (out->out)
         memset(out->out, 0, (size_t)t->numel * sizeof *out->out);
     if (gaps)
-        st = hs_init(f, &g, f->code_tables + t->gtab, ((size_t)1 << t->index_bits) + 1,
-                     f->data + t->gsec, t->glen);
+        st = dci_hs_init(f, &g, f->code_tables + t->gtab, ((size_t)1 << t->index_bits) + 1,
+                         f->data + t->gsec, t->glen);
     if (weights && st == DC_OK) {
-        st = hs_init(f, &w, f->code_tables + t->wtab, (size_t)t->k + 1, f->data + t->wsec,
-                     t->wlen);
-        cb = mem_array(f, (size_t)t->k + 1, sizeof *cb);
+        st = dci_hs_init(f, &w, f->code_tables + t->wtab, (size_t)t->k + 1, f->data + t->wsec,
+                         t->wlen);
+        cb = dci_mem_array(f, (size_t)t->k + 1, sizeof *cb);
         if (st == DC_OK && !cb)
-            st = no_memory(f);
+            st = dci_no_memory(f);
         if (st == DC_OK)
             read_codebook(t, t->k ? f->codebooks + t->cb : NULL, cb);
     }
@@ -948,9 +957,9 @@ static dc_status decode(dc_file *f, const struct dc_entry *t, const sink *out)
         st = decode_quantized_dense(f, t, out, cb, &w);
     else if (st == DC_OK && t->kind != K_QDENSE && gaps)
         st = decode_sparse(f, t, out, cb, &g, t->kind == K_QUANT ? &w : NULL);
-    hs_free(f, &g);
-    hs_free(f, &w);
-    mem_free(f, cb);
+    dci_hs_free(f, &g);
+    dci_hs_free(f, &w);
+    dci_mem_free(f, cb);
     return st;
 }
 
@@ -958,12 +967,12 @@ static dc_status decode(dc_file *f, const struct dc_entry *t, const sink *out)
 
 static void release(dc_file *f)
 {
-    mem_free(f, f->t);
-    mem_free(f, f->names);
-    mem_free(f, f->code_tables);
-    mem_free(f, f->codebooks);
-    mem_free(f, f->dense);
-    mem_free(f, f->graph);
+    dci_mem_free(f, f->t);
+    dci_mem_free(f, f->names);
+    dci_mem_free(f, f->code_tables);
+    dci_mem_free(f, f->codebooks);
+    dci_mem_free(f, f->dense);
+    dci_mem_free(f, f->graph);
     f->graph = NULL;
     f->ngraph = 0;
     f->t = NULL;
@@ -982,35 +991,35 @@ static dc_status open_file(dc_file *f, const uint8_t *buf, size_t len)
     uint8_t *text;
     dc_status st;
     if (len == 0 || memcmp(buf, "DEEPCOMP", len < 8 ? len : 8) != 0)
-        return fail(f, DC_E_BAD_MAGIC, "not a .dc file (it does not start with DEEPCOMP)");
+        return dci_fail(f, DC_E_BAD_MAGIC, "not a .dc file (it does not start with DEEPCOMP)");
     if (len < 12)
-        return fail(f, DC_E_TRUNCATED, "%zu bytes, shorter than the 12-byte version", len);
-    major = (unsigned)le(buf + 8, 2);
-    f->minor = (unsigned)le(buf + 10, 2);
+        return dci_fail(f, DC_E_TRUNCATED, "%zu bytes, shorter than the 12-byte version", len);
+    major = (unsigned)dci_le(buf + 8, 2);
+    f->minor = (unsigned)dci_le(buf + 10, 2);
     if (major == 1)
-        return fail(f, DC_E_UNSUPPORTED_VERSION, "format version 1.%u, which this reader does "
-                    "not read; write it again as version 2 with deepcomp encode OLD.dc -o "
-                    "NEW.dc", f->minor);
+        return dci_fail(f, DC_E_UNSUPPORTED_VERSION, "format version 1.%u, which this reader does "
+                        "not read; write it again as version 2 with deepcomp encode OLD.dc -o "
+                        "NEW.dc", f->minor);
     if (major != 2)
-        return fail(f, DC_E_UNSUPPORTED_VERSION, "format version %u.%u; this reader knows "
-                    "version 2", major, f->minor);
+        return dci_fail(f, DC_E_UNSUPPORTED_VERSION, "format version %u.%u; this reader knows "
+                        "version 2", major, f->minor);
     if (len < PREFIX)
-        return fail(f, DC_E_TRUNCATED, "%zu bytes, shorter than the %d-byte prefix", len,
-                    PREFIX);
-    hlen = le(buf + 12, 4);
-    dlen = le(buf + 16, 8);
+        return dci_fail(f, DC_E_TRUNCATED, "%zu bytes, shorter than the %d-byte prefix", len,
+                        PREFIX);
+    hlen = dci_le(buf + 12, 4);
+    dlen = dci_le(buf + 16, 8);
     if (hlen > MAX_HEADER)
-        return fail(f, DC_E_HEADER_TOO_LARGE, "header of %llu bytes exceeds the %zu-byte cap",
-                    (unsigned long long)hlen, MAX_HEADER);
+        return dci_fail(f, DC_E_HEADER_TOO_LARGE, "header of %llu bytes exceeds the %zu-byte cap",
+                        (unsigned long long)hlen, MAX_HEADER);
     if (len < PREFIX + TRAILER || dlen > len || len - PREFIX - TRAILER < hlen + dlen)
-        return fail(f, DC_E_TRUNCATED, "%zu bytes, the prefix declares %llu", len,
-                    (unsigned long long)(dlen > UINT64_MAX - PREFIX - TRAILER - hlen
-                                         ? UINT64_MAX : PREFIX + TRAILER + hlen + dlen));
+        return dci_fail(f, DC_E_TRUNCATED, "%zu bytes, the prefix declares %llu", len,
+                        (unsigned long long)(dlen > UINT64_MAX - PREFIX - TRAILER - hlen
+                                             ? UINT64_MAX : PREFIX + TRAILER + hlen + dlen));
     if (len - PREFIX - TRAILER > hlen + dlen)
-        return fail(f, DC_E_INVALID_OFFSET, "%llu trailing bytes after the declared end",
-                    (unsigned long long)(len - PREFIX - TRAILER - hlen - dlen));
-    if (dc_crc32(0, buf, len - TRAILER) != le(buf + len - TRAILER, 4))
-        return fail(f, DC_E_CHECKSUM, "file checksum mismatch (the file is damaged)");
+        return dci_fail(f, DC_E_INVALID_OFFSET, "%llu trailing bytes after the declared end",
+                        (unsigned long long)(len - PREFIX - TRAILER - hlen - dlen));
+    if (dc_crc32(0, buf, len - TRAILER) != dci_le(buf + len - TRAILER, 4))
+        return dci_fail(f, DC_E_CHECKSUM, "file checksum mismatch (the file is damaged)");
     f->data = buf + PREFIX + hlen;
     f->data_len = (size_t)dlen;
     f->file_len = len;
@@ -1019,7 +1028,7 @@ static dc_status open_file(dc_file *f, const uint8_t *buf, size_t len)
                             cap < MAX_HEADER ? cap : MAX_HEADER, "header", &text, &n)) != DC_OK)
         return st;
     st = read_header(f, (const char *)text, n, blocks);
-    mem_free(f, text);
+    dci_mem_free(f, text);
     if (st || (st = tile(f, blocks, side)) || (st = read_side_blocks(f, side, blocks)) ||
         (st = check_streams(f)))
         return st;
@@ -1035,7 +1044,7 @@ dc_status dc_open_with(dc_file *f, const uint8_t *buf, size_t len, const dc_allo
     if (a)
         f->alloc = *a;
     if ((f->alloc.alloc && !f->alloc.free) || (!buf && len))
-        return fail(f, DC_E_ARGUMENT, "dc_open: a NULL buffer or an allocator without free");
+        return dci_fail(f, DC_E_ARGUMENT, "dc_open: a NULL buffer or an allocator without free");
     st = open_file(f, buf, len);
     if (st != DC_OK)
         release(f);
@@ -1098,12 +1107,12 @@ dc_status dc_decode_tensor(dc_file *f, size_t i, float *out, size_t out_len)
     if (!f)
         return DC_E_ARGUMENT;
     if (i >= f->ntensors)
-        return fail(f, DC_E_ARGUMENT, "dc_decode_tensor: no tensor %zu (the file holds %zu)",
-                    i, f->ntensors);
+        return dci_fail(f, DC_E_ARGUMENT, "dc_decode_tensor: no tensor %zu (the file holds %zu)",
+                        i, f->ntensors);
     t = &f->t[i];
     if (out_len < t->numel || (!out && t->numel))
-        return fail(f, DC_E_ARGUMENT, "dc_decode_tensor: %s needs %u floats, the buffer holds "
-                    "%zu", f->names + t->name, t->numel, out ? out_len : 0);
+        return dci_fail(f, DC_E_ARGUMENT, "dc_decode_tensor: %s needs %u floats, the buffer holds "
+                        "%zu", f->names + t->name, t->numel, out ? out_len : 0);
     k.out = out;
     k.visit = NULL;
     k.ctx = NULL;
@@ -1117,7 +1126,7 @@ dc_status dc_visit_tensor(dc_file *f, size_t i, dc_visitor visit, void *ctx)
     if (!f)
         return DC_E_ARGUMENT;
     if (i >= f->ntensors || !visit)
-        return fail(f, DC_E_ARGUMENT, "dc_visit_tensor: no tensor %zu or no visitor", i);
+        return dci_fail(f, DC_E_ARGUMENT, "dc_visit_tensor: no tensor %zu or no visitor", i);
     t = &f->t[i];
     k.out = NULL;
     k.visit = visit;
@@ -1133,15 +1142,15 @@ dc_status dc_codebook(dc_file *f, size_t i, float *out, size_t cap)
         return DC_E_ARGUMENT;
     if (i >= f->ntensors || (f->t[i].kind != K_QUANT && f->t[i].kind != K_QDENSE) ||
         cap < f->t[i].k || (!out && f->t[i].k))
-        return fail(f, DC_E_ARGUMENT, "dc_codebook: tensor %zu is not quantized or the buffer "
-                    "is too small", i);
+        return dci_fail(f, DC_E_ARGUMENT, "dc_codebook: tensor %zu is not quantized or the buffer "
+                        "is too small", i);
     t = &f->t[i];
-    cb = mem_array(f, (size_t)t->k + 1, sizeof *cb);
+    cb = dci_mem_array(f, (size_t)t->k + 1, sizeof *cb);
     if (!cb)
-        return no_memory(f);
+        return dci_no_memory(f);
     read_codebook(t, t->k ? f->codebooks + t->cb : NULL, cb);
     memcpy(out, cb, (size_t)t->k * sizeof *out);
-    mem_free(f, cb);
+    dci_mem_free(f, cb);
     return DC_OK;
 }
 

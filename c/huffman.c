@@ -8,16 +8,16 @@
 #define FAST_BITS 10                     /* a stream's lookup table: 2^10 entries */
 
 /* The code of lengths[0..n) is usable for `count` symbols in `bytes` bytes. */
-dc_status check_stream(dc_file *f, const uint8_t *lengths, size_t n, uint64_t count,
-                       size_t bytes, const char *name, const char *what)
+dc_status dci_check_stream(dc_file *f, const uint8_t *lengths, size_t n, uint64_t count,
+                           size_t bytes, const char *name, const char *what)
 {
     uint32_t kraft = 0;
     unsigned lo = 0, hi = 0;
     size_t s;
     if (count == 0) {
         if (bytes)
-            return fail(f, DC_E_COUNT_MISMATCH, "%s %s: %zu bytes for 0 symbols", name, what,
-                        bytes);
+            return dci_fail(f, DC_E_COUNT_MISMATCH, "%s %s: %zu bytes for 0 symbols", name, what,
+                            bytes);
         return DC_OK;
     }
     for (s = 0; s < n; s++) {
@@ -29,19 +29,19 @@ dc_status check_stream(dc_file *f, const uint8_t *lengths, size_t n, uint64_t co
         hi = hi > l ? hi : l;
     }
     if (kraft > 1u << MAX_CODE)
-        return fail(f, DC_E_BAD_CODE, "%s %s: Huffman code lengths are over-subscribed (Kraft "
-                    "sum above 1)", name, what);
+        return dci_fail(f, DC_E_BAD_CODE, "%s %s: Huffman code lengths are over-subscribed (Kraft "
+                        "sum above 1)", name, what);
     if (!hi)
-        return fail(f, DC_E_BAD_CODE, "%s %s: %llu symbols but an empty code table", name,
-                    what, (unsigned long long)count);
+        return dci_fail(f, DC_E_BAD_CODE, "%s %s: %llu symbols but an empty code table", name,
+                        what, (unsigned long long)count);
     if (count * lo > 8 * (uint64_t)bytes || bytes > (count * hi + 7) / 8)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s %s: %zu bytes cannot hold %llu symbols of "
-                    "%u..%u bits", name, what, bytes, (unsigned long long)count, lo, hi);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s %s: %zu bytes cannot hold %llu symbols of "
+                        "%u..%u bits", name, what, bytes, (unsigned long long)count, lo, hi);
     return DC_OK;
 }
 
-dc_status hs_init(dc_file *f, hstream *h, const uint8_t *lengths, size_t alphabet,
-                  const uint8_t *p, size_t n)
+dc_status dci_hs_init(dc_file *f, hstream *h, const uint8_t *lengths, size_t alphabet,
+                      const uint8_t *p, size_t n)
 {
     uint16_t next[MAX_CODE + 2], code[MAX_CODE + 1];
     unsigned l;
@@ -57,10 +57,10 @@ dc_status hs_init(dc_file *f, hstream *h, const uint8_t *lengths, size_t alphabe
                 h->max_len = lengths[s];
         }
     h->fast_bits = h->max_len < FAST_BITS ? h->max_len : FAST_BITS;
-    h->fast = mem_array(f, (size_t)1 << h->fast_bits, sizeof *h->fast);
-    h->sorted = mem_array(f, used, sizeof *h->sorted);
+    h->fast = dci_mem_array(f, (size_t)1 << h->fast_bits, sizeof *h->fast);
+    h->sorted = dci_mem_array(f, used, sizeof *h->sorted);
     if (!h->fast || !h->sorted)
-        return no_memory(f);
+        return dci_no_memory(f);
     memset(h->fast, 0, ((size_t)1 << h->fast_bits) * sizeof *h->fast);
     next[1] = 0;
     code[0] = 0;
@@ -84,10 +84,10 @@ dc_status hs_init(dc_file *f, hstream *h, const uint8_t *lengths, size_t alphabe
     return DC_OK;
 }
 
-void hs_free(dc_file *f, hstream *h)
+void dci_hs_free(dc_file *f, hstream *h)
 {
-    mem_free(f, h->fast);
-    mem_free(f, h->sorted);
+    dci_mem_free(f, h->fast);
+    dci_mem_free(f, h->sorted);
     h->fast = NULL;
     h->sorted = NULL;
 }
@@ -103,7 +103,7 @@ static void hs_fill(hstream *h)
 }
 
 /* The next symbol, or -1 for a code word no symbol has (or -2 when the stream has ended). */
-long hs_decode(hstream *h)
+long dci_hs_decode(hstream *h)
 {
     uint32_t e;
     unsigned len;
@@ -137,29 +137,30 @@ long hs_decode(hstream *h)
     return sym;
 }
 
-dc_status hs_error(dc_file *f, const hstream *h, long sym, uint64_t done, uint64_t count,
-                   const char *name, const char *what)
+dc_status dci_hs_error(dc_file *f, const hstream *h, long sym, uint64_t done, uint64_t count,
+                       const char *name, const char *what)
 {
     if (sym == -1)
-        return fail(f, DC_E_BAD_CODE, "%s %s: invalid Huffman code word at bit %llu", name,
-                    what, (unsigned long long)h->pos);
-    return fail(f, DC_E_COUNT_MISMATCH, "%s %s: the stream holds %llu of %llu symbols", name,
-                what, (unsigned long long)done, (unsigned long long)count);
+        return dci_fail(f, DC_E_BAD_CODE, "%s %s: invalid Huffman code word at bit %llu", name,
+                        what, (unsigned long long)h->pos);
+    return dci_fail(f, DC_E_COUNT_MISMATCH, "%s %s: the stream holds %llu of %llu symbols", name,
+                    what, (unsigned long long)done, (unsigned long long)count);
 }
 
 /* After the last symbol: it ends in the last byte, and the padding bits are zero. */
-dc_status hs_finish(dc_file *f, const hstream *h, uint64_t count, const char *name,
-                    const char *what)
+dc_status dci_hs_finish(dc_file *f, const hstream *h, uint64_t count, const char *name,
+                        const char *what)
 {
     uint64_t nbits = 8 * (uint64_t)h->n;
     if (h->pos > nbits)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s %s: the last symbol runs past the end of the "
-                    "stream", name, what);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s %s: the last symbol runs past the end of the "
+                        "stream", name, what);
     if (nbits - h->pos >= 8)
-        return fail(f, DC_E_COUNT_MISMATCH, "%s %s: %llu bytes left after %llu symbols", name,
-                    what, (unsigned long long)((nbits - h->pos) / 8), (unsigned long long)count);
+        return dci_fail(f, DC_E_COUNT_MISMATCH, "%s %s: %llu bytes left after %llu symbols", name,
+                        what, (unsigned long long)((nbits - h->pos) / 8),
+                        (unsigned long long)count);
     if (h->pos < nbits && (h->p[h->n - 1] & ((1u << (nbits - h->pos)) - 1)))
-        return fail(f, DC_E_BAD_CODE, "%s %s: padding bits after the last symbol are not zero",
-                    name, what);
+        return dci_fail(f, DC_E_BAD_CODE, "%s %s: padding bits after the last symbol are not zero",
+                        name, what);
     return DC_OK;
 }

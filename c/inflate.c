@@ -1,5 +1,5 @@
 /* inflate.c: raw DEFLATE (RFC 1951), the reader's inflater of the header and the side
- * blocks (inflate.h), and le, the little-endian integers of DEFLATE and of the .dc file.
+ * blocks (inflate.h), and dci_le, the little-endian integers of DEFLATE and of the .dc file.
  *
  * Codes must be complete, except a literal/length or distance code of a single 1-bit code
  * word and a distance code with none; at most 286 literal/length and 30 distance codes; a
@@ -11,7 +11,7 @@
 
 #define MAX_CODE 15                      /* longest code of DEFLATE */
 
-uint64_t le(const uint8_t *p, unsigned n)
+uint64_t dci_le(const uint8_t *p, unsigned n)
 {
     uint64_t v = 0;
     while (n--)
@@ -143,8 +143,8 @@ static int inf_stored(inflater *s)
     s->nbits = 0;
     if (s->in_len - s->in_pos < 4)
         return INF_TRUNCATED;
-    len = (size_t)le(s->in + s->in_pos, 2);
-    if (len != (~le(s->in + s->in_pos + 2, 2) & 0xffff)) {
+    len = (size_t)dci_le(s->in + s->in_pos, 2);
+    if (len != (~dci_le(s->in + s->in_pos + 2, 2) & 0xffff)) {
         s->why = "stored block lengths that do not match";
         return INF_BAD;
     }
@@ -301,8 +301,8 @@ static int inf_dynamic(inflater *s)
 
 /* Inflate in[0..len), which must hold exactly one DEFLATE stream, into out, at most cap
  * bytes; *n: the bytes it inflates to, so far. */
-int inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *n,
-                const char **why)
+int dci_inflate_raw(const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *n,
+                    const char **why)
 {
     inflater s;
     uint32_t last, type;

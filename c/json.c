@@ -1,6 +1,6 @@
 /* json.c: JSON (RFC 8259), the reader's parser of the header text (json.h).
  *
- * json_check validates the whole header text once (UTF-8, syntax, nesting); the functions
+ * dci_json_check validates the whole header text once (UTF-8, syntax, nesting); the functions
  * after it walk the validated text, which ends in a NUL that no valid JSON holds.
  */
 #include "json.h"
@@ -55,7 +55,7 @@ static int is_ws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-int is_digit(char c)
+int dci_is_digit(char c)
 {
     return c >= '0' && c <= '9';
 }
@@ -120,27 +120,27 @@ static int json_check_scalar(const char *s, size_t n, size_t *i)
     }
     if (j < n && s[j] == '-')
         j++;
-    if (j >= n || !is_digit(s[j]))
+    if (j >= n || !dci_is_digit(s[j]))
         return 0;
     start = *i;
     if (s[j] == '0')
         j++;
     else
-        while (j < n && is_digit(s[j]))
+        while (j < n && dci_is_digit(s[j]))
             j++;
     if (j < n && s[j] == '.') {
-        if (++j >= n || !is_digit(s[j]))
+        if (++j >= n || !dci_is_digit(s[j]))
             return 0;
-        while (j < n && is_digit(s[j]))
+        while (j < n && dci_is_digit(s[j]))
             j++;
     }
     if (j < n && (s[j] == 'e' || s[j] == 'E')) {
         j++;
         if (j < n && (s[j] == '+' || s[j] == '-'))
             j++;
-        if (j >= n || !is_digit(s[j]))
+        if (j >= n || !dci_is_digit(s[j]))
             return 0;
-        while (j < n && is_digit(s[j]))
+        while (j < n && dci_is_digit(s[j]))
             j++;
     }
     if (j - start > DC_MAX_NUMBER_CHARS)      /* docs/FORMAT.md: numbers of 40 characters */
@@ -151,7 +151,7 @@ static int json_check_scalar(const char *s, size_t n, size_t *i)
 
 /* The whole text: one JSON value, nested at most MAX_DEPTH deep, without recursion.
  * 0 if valid, else a reason. */
-const char *json_check(const char *s, size_t n)
+const char *dci_json_check(const char *s, size_t n)
 {
     enum { VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, AFTER } state = VALUE;
     char stack[MAX_DEPTH];                   /* '{' or '[' of each open container */
@@ -222,14 +222,14 @@ const char *json_check(const char *s, size_t n)
 
 /* Walking validated text. A value is a pointer to its first character. */
 
-const char *ws(const char *p)
+const char *dci_ws(const char *p)
 {
     while (is_ws(*p))
         p++;
     return p;
 }
 
-const char *skip_string(const char *p)
+const char *dci_skip_string(const char *p)
 {
     for (p++; *p != '"'; p++)
         if (*p == '\\')
@@ -241,7 +241,7 @@ static const char *skip_value(const char *p)
 {
     int depth = 0;
     if (*p == '"')
-        return skip_string(p);
+        return dci_skip_string(p);
     if (*p != '{' && *p != '[') {
         while (*p && !is_ws(*p) && *p != ',' && *p != ']' && *p != '}')
             p++;
@@ -249,7 +249,7 @@ static const char *skip_value(const char *p)
     }
     do {
         if (*p == '"') {
-            p = skip_string(p);
+            p = dci_skip_string(p);
             continue;
         }
         if (*p == '{' || *p == '[')
@@ -261,48 +261,48 @@ static const char *skip_value(const char *p)
     return p;
 }
 
-int is_object(const char *v) { return v && *v == '{'; }
-int is_array(const char *v) { return v && *v == '['; }
-int is_string(const char *v) { return v && *v == '"'; }
+int dci_is_object(const char *v) { return v && *v == '{'; }
+int dci_is_array(const char *v) { return v && *v == '['; }
+int dci_is_string(const char *v) { return v && *v == '"'; }
 
 /* Arrays: the first element, the next one; NULL past the end. */
-const char *arr_first(const char *a)
+const char *dci_arr_first(const char *a)
 {
-    const char *p = ws(a + 1);
+    const char *p = dci_ws(a + 1);
     return *p == ']' ? NULL : p;
 }
 
-const char *arr_next(const char *v)
+const char *dci_arr_next(const char *v)
 {
-    const char *p = ws(skip_value(v));
-    return *p == ',' ? ws(p + 1) : NULL;
+    const char *p = dci_ws(skip_value(v));
+    return *p == ',' ? dci_ws(p + 1) : NULL;
 }
 
-size_t arr_len(const char *a)
+size_t dci_arr_len(const char *a)
 {
     size_t n = 0;
     const char *v;
-    for (v = arr_first(a); v; v = arr_next(v))
+    for (v = dci_arr_first(a); v; v = dci_arr_next(v))
         n++;
     return n;
 }
 
-/* Objects: members are walked by their key (a string); member_value is after its ':'. */
-const char *obj_first(const char *o)
+/* Objects: members are walked by their key (a string); dci_member_value is after its ':'. */
+const char *dci_obj_first(const char *o)
 {
-    const char *p = ws(o + 1);
+    const char *p = dci_ws(o + 1);
     return *p == '"' ? p : NULL;
 }
 
-const char *member_value(const char *key)
+const char *dci_member_value(const char *key)
 {
-    return ws(ws(skip_string(key)) + 1);
+    return dci_ws(dci_ws(dci_skip_string(key)) + 1);
 }
 
-const char *obj_next(const char *key)
+const char *dci_obj_next(const char *key)
 {
-    const char *p = ws(skip_value(member_value(key)));
-    return *p == ',' ? ws(p + 1) : NULL;
+    const char *p = dci_ws(skip_value(dci_member_value(key)));
+    return *p == ',' ? dci_ws(p + 1) : NULL;
 }
 
 static int hex4(const char *p)
@@ -350,7 +350,7 @@ static long str_next(const char **pp)
 }
 
 /* The string value v equals the ASCII text lit. */
-int str_eq(const char *v, const char *lit)
+int dci_str_eq(const char *v, const char *lit)
 {
     const char *p = v + 1;
     for (;; lit++) {
@@ -363,7 +363,7 @@ int str_eq(const char *v, const char *lit)
 }
 
 /* Code point order (as Python compares str): <0, 0, >0. */
-int str_cmp(const char *a, const char *b)
+int dci_str_cmp(const char *a, const char *b)
 {
     const char *p = a + 1, *q = b + 1;
     for (;;) {
@@ -377,7 +377,7 @@ int str_cmp(const char *a, const char *b)
 
 /* The string value v as UTF-8 in out (lone surrogates as 3 bytes, which keeps the order);
  * returns its length. out needs as many bytes as the string's JSON text. */
-size_t str_decode(const char *v, char *out)
+size_t dci_str_decode(const char *v, char *out)
 {
     const char *p = v + 1;
     size_t n = 0;
@@ -404,18 +404,18 @@ size_t str_decode(const char *v, char *out)
 
 /* The member of object o with key `key`; the last one where the key repeats, as Python's
  * json reads it. NULL if none. */
-const char *obj_get(const char *o, const char *key)
+const char *dci_obj_get(const char *o, const char *key)
 {
     const char *k, *v = NULL;
-    for (k = obj_first(o); k; k = obj_next(k))
-        if (str_eq(k, key))
-            v = member_value(k);
+    for (k = dci_obj_first(o); k; k = dci_obj_next(k))
+        if (dci_str_eq(k, key))
+            v = dci_member_value(k);
     return v;
 }
 
 /* An integer (no fraction or exponent) of lo..hi: JSON's -0 is 0; values past 2^64 - 1 are
  * taken as 2^64 - 1, past every bound of the format. */
-int json_int(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
+int dci_json_int(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
 {
     const char *p = v;
     uint64_t x = 0;
@@ -424,9 +424,9 @@ int json_int(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
         neg = 1;
         p++;
     }
-    if (!is_digit(*p))
+    if (!dci_is_digit(*p))
         return 0;
-    for (; is_digit(*p); p++) {
+    for (; dci_is_digit(*p); p++) {
         unsigned d = (unsigned)(*p - '0');
         x = x > (UINT64_MAX - d) / 10 ? UINT64_MAX : x * 10 + d;
     }
@@ -436,11 +436,11 @@ int json_int(const char *v, uint64_t lo, uint64_t hi, uint64_t *out)
     return 1;
 }
 
-int is_uint(const char *v, uint64_t lo, uint64_t hi)
+int dci_is_uint(const char *v, uint64_t lo, uint64_t hi)
 {
     uint64_t x;
-    return v && json_int(v, lo, hi, &x);
+    return v && dci_json_int(v, lo, hi, &x);
 }
 
-int json_true(const char *v) { return v && strncmp(v, "true", 4) == 0; }
-int json_false(const char *v) { return v && strncmp(v, "false", 5) == 0; }
+int dci_json_true(const char *v) { return v && strncmp(v, "true", 4) == 0; }
+int dci_json_false(const char *v) { return v && strncmp(v, "false", 5) == 0; }

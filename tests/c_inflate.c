@@ -13,7 +13,7 @@ static int get_u32(uint32_t *v)
     uint8_t b[4];
     if (fread(b, 1, 4, stdin) != 4)
         return 0;
-    *v = (uint32_t)le(b, 4);
+    *v = (uint32_t)dci_le(b, 4);
     return 1;
 }
 
@@ -37,7 +37,7 @@ int main(void)
         int r;
         if (!in || !out || fread(in, 1, len, stdin) != len)
             return 1;
-        r = inflate_raw(in, len, out, cap, &n, &why);
+        r = dci_inflate_raw(in, len, out, cap, &n, &why);
         putchar(r);
         put_u32((uint32_t)n);
         if (r == INF_OK)

@@ -7,6 +7,7 @@ there is no C compiler or no sanitizer runtime."""
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -295,6 +296,37 @@ def test_api_allocation_hooks_and_failures(build, sanitize):
     r = run(exe, path)
     assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr
     assert int(r.stdout.split()[1]) > 20 and not any(w in r.stderr for w in FINDINGS)
+
+
+def test_reader_exports_only_prefixed_names(tmp_path):
+    """A program that embeds the reader links its objects with its own code: every name they
+    export is dc_ (the API, declared in c/dc.h) or dci_ (internal, shared between the reader's
+    files), never a bare name such as fail or le that the program may have too."""
+    cc, nm = compiler(), shutil.which("nm")
+    if cc is None or nm is None:
+        pytest.skip("no C compiler (gcc or cc) or no nm on PATH to list the reader's symbols")
+    with open(os.path.join(ROOT, "c", "dc.h")) as f:
+        api = f.read()
+    exported = {}
+    for src in READER:
+        obj = str(tmp_path / (os.path.basename(src)[:-2] + ".o"))
+        r = subprocess.run([cc, *STRICT, "-I", os.path.join(ROOT, "c"), "-c", src, "-o", obj],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, f"{cc} -c {src} failed:\n{r.stderr}"
+        r = subprocess.run([nm, "-g", "--defined-only", obj], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for line in r.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3:                  # address, type, name
+                name = fields[2][1:] if sys.platform == "darwin" else fields[2]  # Mach-O's _
+                exported[name] = os.path.basename(src)
+    assert "dc_open" in exported and "dc_crc32" in exported, exported   # nm's output was read
+    bare = sorted(f"{n} ({src})" for n, src in exported.items()
+                  if not n.startswith(("dc_", "dci_")))
+    assert not bare, f"the reader exports names without the dc_ or dci_ prefix: {bare}"
+    undeclared = sorted(n for n in exported if n.startswith("dc_") and
+                        not re.search(rf"\b{n}\s*\(", api))
+    assert not undeclared, f"dc_ names c/dc.h does not declare (dci_ if internal): {undeclared}"
 
 
 # --- the inflater against zlib ------------------------------------------------------------
