@@ -21,7 +21,7 @@ from .loading import load_stage
 from .models import create
 from .prune import PruneConfig, _setting, prunable_names, prune
 from .quantize import QuantizeConfig, layer_bits, quantize
-from .resume import Checkpoint, fingerprint
+from .resume import Checkpoint, _first_difference, fingerprint
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
@@ -75,7 +75,6 @@ def _settings(d: dict) -> dict:
 def _same_key(old: str, new: str, cfg) -> bool:
     """Whether a finished stage's key is ``new``'s; settings added since it was made (absent
     from it) count as the same while they have their defaults."""
-    from .resume import _first_difference
     try:
         old_obj = json.loads(old)
     except (TypeError, ValueError):
