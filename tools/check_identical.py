@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -211,9 +212,12 @@ def write_cases(res: dict, tmp: str) -> None:
         res[f"encode resnet20 {c}"] = sha(buf)
         res[f"record resnet20 {c}"] = sha(json.dumps(_jsonable(rec), sort_keys=True).encode())
     # the command: its printed byte breakdown and per-tensor table, and the file
-    out = "cli.dc"                  # relative: the recorded command line is the same each run
+    # input and output by relative names: the recorded command line and the printed text are the
+    # same each run, wherever the checkout is (the baseline runs in another worktree)
+    out, src = "cli.dc", "lenet300-mnist.dc"
+    shutil.copyfile(lenet, src)
     for args in (["--index-bits", "*=6"], ["--graph"], ["--json"]):
-        text = run_cli(["encode", lenet, "-o", out, "--force", *args]).replace(tmp, "TMP")
+        text = run_cli(["encode", src, "-o", out, "--force", *args]).replace(tmp, "TMP")
         res[f"cli encode {' '.join(args)}"] = sha(text.encode())
         with open(out, "rb") as f:
             res[f"cli encode {' '.join(args)} file"] = sha(f.read())
