@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .patterns import parse_setting
 
 __all__ = ["Range", "RANGES", "Setting", "check_fields"]
 
@@ -116,7 +117,6 @@ class Setting:
     auto: Range | None = None
 
     def __call__(self, text: str) -> str:
-        from .patterns import parse_setting
         if self.auto is not None and text.startswith("auto"):
             mean = text.partition(":")[2]
             self.auto(mean)              # raises argparse's error when out of range

@@ -88,7 +88,7 @@ def _stats(x: torch.Tensor) -> tuple[tuple, tuple]:
 
 
 def _digits(_arg) -> Dataset:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits   # deferred on purpose: scikit-learn is heavy
     d = load_digits()
     x = torch.from_numpy(np.round(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
     y = torch.from_numpy(d.target.astype(np.int64))
@@ -172,7 +172,7 @@ _IMG_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".
 
 
 def _read_folder(root: str, classes: list[str] | None, size=None):
-    from PIL import Image
+    from PIL import Image     # deferred on purpose: optional (the vision extra), folders only
     if classes is None:
         classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not classes:

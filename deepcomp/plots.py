@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+
 from .stagefile import atomic_write
 
 __all__ = ["plot_sensitivity", "plot_sweep", "plot_histograms", "plot_kept", "plot_accuracy_ratio"]
 
 
 def _figure(width=7.0, height=4.5):
+    # matplotlib deferred on purpose: heavy (about a second), optional, and only plots need it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -61,7 +64,6 @@ def plot_sweep(rows: list[dict], path: str, title: str = "Accuracy against spars
 
 def plot_histograms(series: list, path: str, title: str) -> None:
     """Weight histograms of one layer at several stages, stacked (paper, Figure 5 style)."""
-    import numpy as np
     plt, fig = _figure(7, 2.2 * max(len(series), 1))
     lo = min((float(s.min()) for _, s in series if len(s)), default=-1)
     hi = max((float(s.max()) for _, s in series if len(s)), default=1)

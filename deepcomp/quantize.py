@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from . import resume as rs
+from .allocate import allocate_bits, sample_split
 from .checks import check_fields
 from .data import Dataset
 from .dc.format import MAX_BITS     # the format allows 1..12 bits: 4,096 shared weights
@@ -261,7 +263,6 @@ def _finetune(model: nn.Module, quant: dict, data: Dataset, cfg: TrainConfig,
     shrink the large weights that linear initialisation keeps.
     """
     attach_codebooks(model, quant, float16)
-    from . import resume as rs
     fs = (saved or {}).get("fit")
     if fs is not None:
         checkpoint.log(f"resuming from {checkpoint.path}: fine-tuning epoch "
@@ -337,7 +338,6 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
     the layers it holds on, saved after each layer."""
     if saved is not None and "bits" in saved:
         return saved["bits"]
-    from .allocate import allocate_bits, sample_split
     try:
         target = float(str(cfg.bits).partition(":")[2])
     except ValueError:

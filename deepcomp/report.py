@@ -12,11 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
+
+import torch
 
 from .errors import CheckpointError, UsageError
 from .sizes import format_ratio, layer_sizes
 from .loading import load_stage
+from .plots import plot_accuracy_ratio, plot_histograms, plot_kept
 from .stagefile import StageFile
 
 __all__ = ["read_inputs", "stage_rows", "layer_rows", "render", "report_text", "make_plots",
@@ -182,7 +186,6 @@ def output_positions(sf: StageFile) -> dict:
     visit (H x W of a convolution's output, 1 for a linear layer), from one forward pass of
     the model on zeros of the recorded input size; {} when the size is not recorded or the
     model does not run."""
-    import torch
     size = sf.data.get("input_size")
     if not size:
         return {}
@@ -286,10 +289,6 @@ def render(rows: list[dict], columns, fmt: str = "text", title: str | None = Non
 def make_plots(inp: Inputs, folder: str, layer: str | None = None) -> list[str]:
     """Weight histograms of one layer across the given files (paper, Figure 5 style), the kept
     share per layer, and accuracy against compression ratio across stages. Returns the paths."""
-    import os
-
-    from .plots import plot_accuracy_ratio, plot_histograms, plot_kept
-
     last = inp.last
     rows = layer_sizes(last)
     if layer is None:     # the largest prunable layer, as the paper shows its largest conv layer

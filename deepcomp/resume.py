@@ -24,6 +24,7 @@ import torch
 
 from . import dist
 from .errors import CheckpointError, DeepcompError
+from .stagefile import atomic_write
 
 __all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint",
            "save_then_check", "training"]
@@ -195,7 +196,6 @@ class Checkpoint:
         return self.before + time.perf_counter() - self._t0
 
     def save(self, state: dict) -> None:
-        from .stagefile import atomic_write
         obj = {"format": CKPT_FORMAT, "fingerprint": self.fingerprint, "state": state,
                "elapsed": self.elapsed()}
         atomic_write(self.path, lambda f: torch.save(obj, f))

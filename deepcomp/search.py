@@ -44,6 +44,7 @@ from .dc.write import pack
 from .encode import EncodeConfig, encode, encode_tensors, stored_stage
 from .errors import DeepcompError, UsageError
 from .loading import load_stage
+from .pipeline import lossy_metrics, stage_paths
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of
 from .quantize import QuantizeConfig, quantize
 from .resume import Checkpoint, Stopped, fingerprint
@@ -335,7 +336,6 @@ def _write(sf, best, chosen, st: _Search, input_test, test, out, wall, log) -> l
     """The chosen model's stage files and ``.dc``. The records the search made carry validation
     metrics (``split``); a ``search`` record with every candidate and the test metrics ends the
     history, and the encoded record carries the test metrics."""
-    from .pipeline import lossy_metrics, stage_paths
     cfg = st.cfg
     base = len(sf.history)
     ref = {k: st.input_val[k] for k in ("top1", "top5", "loss")}

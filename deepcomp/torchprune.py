@@ -11,6 +11,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as tprune
 
 from .errors import UsageError
 
@@ -41,7 +42,6 @@ def from_torch_prune(state: dict) -> tuple[dict, dict]:
 
 def _pruned_tensors(model: nn.Module) -> list:
     """(module, tensor name) of every tensor ``torch.nn.utils.prune`` reparametrized."""
-    from torch.nn.utils import prune as tprune
     return [(mod, hook._tensor_name) for mod in model.modules()
             for hook in getattr(mod, "_forward_pre_hooks", {}).values()
             if isinstance(hook, tprune.BasePruningMethod)]
@@ -50,7 +50,6 @@ def _pruned_tensors(model: nn.Module) -> list:
 def make_permanent(model: nn.Module) -> dict:
     """Make ``torch.nn.utils.prune``'s pruning of ``model`` permanent, in place (each tensor
     becomes a plain parameter, zero where pruned); return its masks by parameter name."""
-    from torch.nn.utils import prune as tprune
     names = {id(m): n for n, m in model.named_modules()}
     masks = {}
     for mod, pname in _pruned_tensors(model):
@@ -78,7 +77,6 @@ def unpruned_copy(model: nn.Module) -> tuple[nn.Module, dict]:
 
 def to_torch_prune(model: nn.Module, masks: dict) -> None:
     """Register ``masks`` on ``model`` with ``torch.nn.utils.prune.custom_from_mask``."""
-    from torch.nn.utils import prune as tprune
     modules = dict(model.named_modules())
     for name, mask in masks.items():
         mod_name, _, pname = name.rpartition(".")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist
+from . import resume as rs
 from .checks import RANGES, check_fields
 from .data import Batches, Dataset
 from .errors import UsageError
@@ -234,7 +235,6 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig,
     ``resume`` is such a state: training goes on from where it was taken, with the same result
     as a run that never stopped.
     """
-    from . import resume as rs
     cfg.check()
     run = _Run(model, data, cfg, params, teacher)
     history, first_epoch, first_step, sums = [], 0, 0, [0.0, 0, 0]
@@ -333,10 +333,10 @@ class _Run:
         epoch, step and running sums (loss, correct, seen) to go on from."""
         saved = resume.get("precision", "fp32")
         if saved != self.precision:
-            from .resume import ResumeMismatchError
-            raise ResumeMismatchError(f"the checkpoint was trained in {saved}, this run would "
-                                      f"train in {self.precision} (--precision): run with "
-                                      f"--precision {saved} to resume, or --restart to discard it")
+            raise rs.ResumeMismatchError(f"the checkpoint was trained in {saved}, this run would "
+                                         f"train in {self.precision} (--precision): run with "
+                                         f"--precision {saved} to resume, or --restart to "
+                                         "discard it")
         self.model.load_state_dict(resume["model"])
         self.opt.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
@@ -354,7 +354,6 @@ class _Run:
         """Train one epoch; return its record. A resumed epoch (``skip`` > 0) replays its batches
         up to step ``skip`` without training on them and starts from the running ``sums``. A stop
         signal saves a checkpoint at the next step and raises :class:`resume.Stopped`."""
-        from . import resume as rs
         cfg, steps, device = self.cfg, self.steps, self.device
         self.model.train()
         self.batches.set_epoch(epoch)

@@ -29,10 +29,12 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .prune import (METHODS, GradualPruner, MaskKeeper, PruneConfig, _setting, compute_masks,
+from .prune import (METHODS, GradualPruner, MaskKeeper, PruneConfig, _allocate, _setting,
+                    compute_masks,
                     prunable_names, ramp_schedule, sparsity_of)
 from .quantize import (QuantizeConfig, attach_codebooks, detach_codebooks, layer_bits, share)
-from .stagefile import tied_names
+from .stagefile import attached_entries, tied_names
+from .torchprune import make_permanent
 
 __all__ = ["prune_masks", "apply_masks", "MaskHandle", "GradualSchedule", "share_weights",
            "ShareHandle", "attached"]
@@ -43,7 +45,6 @@ _MASKS, _QUANT = "_deepcomp_masks", "_deepcomp_quant"    # where a model carries
 def _adopt_torch_prune(model: nn.Module) -> None:
     """A model pruned with ``torch.nn.utils.prune`` becomes deepcomp's: the pruning made
     permanent in place, its masks held by a :class:`MaskHandle` (exactly those masks)."""
-    from .torchprune import make_permanent
     masks = make_permanent(model)
     if masks:
         old = getattr(model, _MASKS, None)
@@ -75,7 +76,6 @@ def prune_masks(model: nn.Module, method: str = "global", sparsity=0.9, sensitiv
     if method == "sensitivity":
         if data is None:
             raise UsageError("method='sensitivity' scans every layer: give data=")
-        from .prune import _allocate
         setting = _allocate(model, names, masks or {}, data, cfg, setting, log=lambda *a: None)
         method = "layer"
     params = dict(model.named_parameters())
@@ -215,5 +215,4 @@ def share_weights(model: nn.Module, bits=5, init: str = "linear", masks: dict | 
 def attached(model: nn.Module) -> tuple[dict, dict]:
     """The masks and quantizer entries a model carries from :func:`apply_masks`,
     :class:`GradualSchedule` and :func:`share_weights` (a share handle is finalized first)."""
-    from .stagefile import attached_entries
     return attached_entries(model)

@@ -9,6 +9,7 @@ itself): a file alone never makes deepcomp import anything (:func:`allow_referen
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -50,7 +51,6 @@ def register(info: ModelInfo) -> None:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    import fnmatch
     names = sorted(_REGISTRY)
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 

@@ -5,7 +5,7 @@ from ._registry import ModelInfo, register
 
 def _register_torchvision() -> None:
     try:
-        import torchvision.models as tvm
+        import torchvision.models as tvm    # optional (the vision extra), may fail to load
         names = tvm.list_models(module=tvm)
     except Exception:  # ImportError, or OSError/RuntimeError from its compiled operators
         return
