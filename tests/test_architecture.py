@@ -1,6 +1,7 @@
 """The layers of docs/ARCHITECTURE.md, kept true: no import circle between deepcomp's modules
-(imports at any level, those inside functions too), and the file format, ``deepcomp.dc``, with
-numpy and the standard library only: it imports no torch, and reads a file without it."""
+(imports at any level, those inside functions too), every import from the module's own layer
+or a lower one, and the file format, ``deepcomp.dc``, with numpy and the standard library
+only: it imports no torch, and reads a file without it."""
 import ast
 import hashlib
 import json
@@ -126,6 +127,35 @@ def test_no_import_circles():
     assert not new, "import circles: " + "; ".join(new)
     gone = sorted(KNOWN_CIRCLES - set(found))
     assert not gone, f"no longer a circle (remove it from KNOWN_CIRCLES): {'; '.join(gone)}"
+
+
+# docs/ARCHITECTURE.md's layers: a module imports from its own layer and those below.
+LAYERS = [
+    ["errors", "_version", "dist", "patterns", "checks"],
+    ["dc", "dc.format", "dc.write", "dc.read", "dc.huffman", "dc.sparse", "dc.graph"],
+    ["data", "models", "models._registry", "models.lenet", "models.resnet",
+     "models.resnet_cifar", "models.torchvision_models", "torchprune", "stagefile", "sizes",
+     "graph", "loading", "resume", "train"],
+    ["prune", "allocate", "quantize", "encode", "analysis", "userloop"],
+    ["pipeline", "search", "report", "plots", "export"],
+    ["cli", "__main__"],
+]
+
+
+def test_every_module_imports_from_its_layer_or_below():
+    layer = {f"deepcomp.{m}": i for i, ms in enumerate(LAYERS) for m in ms}
+    graph = import_graph()
+    unplaced = sorted(set(graph) - set(layer) - {"deepcomp"})
+    assert not unplaced, f"modules docs/ARCHITECTURE.md does not place: {unplaced}"
+    up = [f"{m} (layer {layer[m]}) imports {d} (layer {layer[d]})"
+          for m in sorted(graph) if m in layer for d in sorted(graph[m]) if layer[d] > layer[m]]
+    assert not up, "imports from a higher layer: " + "; ".join(up)
+    assert graph["deepcomp"] <= {"deepcomp._version"}       # the rest on first use (PEP 562)
+    doc = open(os.path.join(ROOT, "docs", "ARCHITECTURE.md")).read()
+    for ms in LAYERS:
+        for m in ms:
+            if "." not in m or m.startswith("dc."):
+                assert f"`{m}`" in doc, f"docs/ARCHITECTURE.md does not name {m}"
 
 
 def test_the_format_imports_numpy_the_standard_library_and_errors_only():
