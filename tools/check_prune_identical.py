@@ -114,8 +114,12 @@ STEPS = [
      ["ts.pruned.pt", "ts.quantized.pt", "ts.dc"]),
 ]
 
-# (name, arguments): usage errors; their exit code, message and the files left are hashed.
+# (name, arguments): usage errors and help texts; their exit code, output and the files left
+# are hashed.
 ERRORS = [
+    ("help-prune", ["prune", "--help"]),
+    ("help-sweep", ["sweep", "--help"]),
+    ("help-compress", ["compress", "--help"]),
     ("err-pattern", ["prune", L, "-o", "e.pt", "--method", "layer", "--sparsity",
                      "*=0.5,conv9=0.3", *Q]),
     ("err-one-value", ["prune", L, "-o", "e.pt", "--method", "global", "--sparsity", "*=0.5", *Q]),
@@ -189,7 +193,7 @@ def _untimed(rec: dict) -> dict:
 
 
 def deepcomp(argv: list[str], cwd: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="100")    # help wraps at COLUMNS
     return subprocess.run([sys.executable, "-m", "deepcomp", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True)
 
@@ -247,7 +251,8 @@ def run_all(work: str, only: str | None) -> dict:
         before = set(os.listdir(work))
         r = deepcomp(argv, work)
         left = sorted(set(os.listdir(work)) - before)
-        result[name] = {"rc": r.returncode, "stderr": r.stderr.strip(), "files": left}
+        result[name] = {"rc": r.returncode, "stderr": r.stderr.strip(), "files": left,
+                        "stdout": hashlib.sha256(r.stdout.encode()).hexdigest()[:16]}
         print(f"{name}: {r.returncode} {r.stderr.strip()}", flush=True)
     if not only or "api" in only:
         result.update({f"api {k}": v for k, v in api_digest(work).items()})
