@@ -60,14 +60,32 @@ def stage_paths(out: str) -> dict:
 
 def _key(cfg, upstream: StageFile) -> str:
     """What a finished stage depends on: its options and the history it was built on."""
-    def strip(d):     # whether progress bars are shown changes nothing
-        return {k: {kk: vv for kk, vv in v.items() if kk != "progress"} if k in ("train", "finetune")
-                and isinstance(v, dict) else v for k, v in d.items()}
     basis = [(r.get("stage"), r.get("wall_time")) for r in upstream.history]
-    return json.dumps([strip(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
+    return json.dumps([_settings(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
 
 
-def _resume(path: str, key: str, log, template=None, force: bool = False) -> StageFile | None:
+def _settings(d: dict) -> dict:
+    """A config's settings as a finished stage records them: whether progress bars are shown
+    changes nothing."""
+    return {k: {kk: vv for kk, vv in v.items() if kk != "progress"} if k in ("train", "finetune")
+            and isinstance(v, dict) else v for k, v in d.items()}
+
+
+def _same_key(old: str, new: str, cfg) -> bool:
+    """Whether a finished stage's key is ``new``'s; settings added since it was made (absent
+    from it) count as the same while they have their defaults."""
+    from .resume import _first_difference
+    try:
+        old_obj = json.loads(old)
+    except (TypeError, ValueError):
+        return False
+    defaults = [_settings(type(cfg)().to_dict()), None, None]
+    return _first_difference(old_obj, json.loads(new), defaults=defaults) is None \
+        if isinstance(old_obj, list) and len(old_obj) == 3 else False
+
+
+def _resume(path: str, key: str, log, template=None, force: bool = False,
+            cfg=None) -> StageFile | None:
     """The finished stage at ``path`` when the same request made it; None when there is none.
     A file there made by other settings (or not a stage file) is an error unless ``force``:
     compress never silently replaces what another run made."""
@@ -77,7 +95,8 @@ def _resume(path: str, key: str, log, template=None, force: bool = False) -> Sta
         sf = load_stage(path, template=template)
     except DeepcompError:
         sf = None
-    if sf is not None and sf.history and sf.history[-1].get("pipeline_key") == key:
+    old = sf.history[-1].get("pipeline_key") if sf is not None and sf.history else None
+    if old == key or (old is not None and cfg is not None and _same_key(old, key, cfg)):
         log(f"resuming: {path} is finished, skipping its stage")
         return sf
     if not force:
@@ -118,7 +137,8 @@ def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Da
     from .resume import Checkpoint, fingerprint
     return Checkpoint(f"{out}.ckpt", fingerprint(stage, config.to_dict(), upstream,
                                                  data.spec if data is not None else None),
-                      restart=restart, log=log)
+                      restart=restart, log=log,
+                      defaults={"config": _settings(type(config)().to_dict())})
 
 
 def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: CompressConfig | None = None,
@@ -137,7 +157,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     teacher = sf.build_model() if distill else None
 
     key = _key(cfg.prune, sf)
-    pruned = _resume(paths["pruned"], key, log, sf.template, force)
+    pruned = _resume(paths["pruned"], key, log, sf.template, force, cfg.prune)
     if pruned is None:
         log("== prune")
         ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
@@ -147,7 +167,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     key = _key(cfg.quantize, pruned)
-    quantized = _resume(paths["quantized"], key, log, sf.template, force)
+    quantized = _resume(paths["quantized"], key, log, sf.template, force, cfg.quantize)
     if quantized is None and os.path.exists(out) and not force:
         raise UsageError(f"{out} exists and was not made by these settings: give --force to "
                          "replace it, or another output name")

@@ -126,14 +126,28 @@ def fingerprint(stage: str, config: dict, upstream, data_spec: str | None) -> di
                                  default=str))
 
 
-def _first_difference(old, new, path="") -> str | None:
+def _first_difference(old, new, path="", defaults=None) -> str | None:
+    """The first setting that differs between two fingerprints, in words; None when they agree.
+    A setting that a newer deepcomp added (absent from ``old``) is no difference while it has
+    its default (found at the same place in ``defaults``): upgrading keeps runs resumable."""
     if isinstance(old, dict) and isinstance(new, dict):
+        defaults = defaults if isinstance(defaults, dict) else {}
         for k in sorted(set(old) | set(new), key=str):
+            if k in new and k not in old and k in defaults and new[k] == defaults[k]:
+                continue
             if k not in old or k not in new:
                 return f"{path}{k} is {'set' if k in new else 'unset'} now"
-            d = _first_difference(old[k], new[k], f"{path}{k}.")
+            d = _first_difference(old[k], new[k], f"{path}{k}.", defaults.get(k))
             if d:
                 return d
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        defaults = defaults if isinstance(defaults, list) and len(defaults) == len(new) \
+            else [None] * len(new)
+        for i, (o, n, d) in enumerate(zip(old, new, defaults)):
+            diff = _first_difference(o, n, f"{path}{i}.", d)
+            if diff:
+                return diff
         return None
     if old != new:
         return f"{path.rstrip('.')} was {json.dumps(old)[:60]}, is {json.dumps(new)[:60]} now"
@@ -143,8 +157,10 @@ def _first_difference(old, new, path="") -> str | None:
 class Checkpoint:
     """The resumable checkpoint of one stage at ``path`` (by convention ``OUTPUT.ckpt``)."""
 
-    def __init__(self, path: str, fingerprint: dict, restart: bool = False, log=print):
+    def __init__(self, path: str, fingerprint: dict, restart: bool = False, log=print,
+                 defaults: dict | None = None):
         self.path, self.fingerprint, self.log = os.fspath(path), fingerprint, log
+        self.defaults = defaults     # the fingerprint's settings at their defaults (see above)
         # Seconds the stage ran before this run (stored in the checkpoint), and when this run
         # began: a resumed stage's wall time adds up over its runs.
         self.before, self._t0 = 0.0, time.perf_counter()
@@ -167,7 +183,7 @@ class Checkpoint:
         if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
             raise CheckpointError(f"{self.path}: not a deepcomp resume checkpoint; "
                                   "run with --restart to discard it")
-        diff = _first_difference(obj.get("fingerprint"), self.fingerprint)
+        diff = _first_difference(obj.get("fingerprint"), self.fingerprint, defaults=self.defaults)
         if diff:
             raise ResumeMismatchError(f"{self.path} was made by other settings ({diff}): "
                                       "run the same command to resume, or --restart to discard it")

@@ -4,8 +4,9 @@
 
 1. ONNX (`deepcomp export`, needs `pip install 'deepcomp-pytorch[onnx]'`): the decoded model with
    dense float32 weights, checked against PyTorch in onnxruntime.
-2. C: `c/dc.h` and `c/dc.c` read the file as it is, with no dependency; this example builds
-   `dcdump` with the system C compiler and lists the tensors it decodes.
+2. C: `c/dc.h` and the reader's sources in `c/` (`dc.c`, `crc.c`, `inflate.c`, `json.c`,
+   `huffman.c`: c/Makefile's READER) read the file as it is, with no dependency; this example
+   builds `dcdump` with the system C compiler and lists the tensors it decodes.
 """
 import os
 import shutil
@@ -16,6 +17,9 @@ from pathlib import Path
 from deepcomp.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from c_sources import READER  # noqa: E402  (the reader's .c files, as c/Makefile lists them)
+
 src = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "models" / "lenet300-mnist.dc")
 out_dir = Path(sys.argv[2] if len(sys.argv) > 2 else ".")
 
@@ -33,8 +37,8 @@ cc = shutil.which("cc") or shutil.which("gcc")
 if cc is None:
     sys.exit("no C compiler on PATH: the C reader is C99 and needs one")
 exe = out_dir / "dcdump"
-subprocess.run([cc, "-std=c99", "-O2", str(ROOT / "c" / "dc.c"), str(ROOT / "c" / "dcdump.c"),
-                "-o", str(exe)], check=True)
+subprocess.run([cc, "-std=c99", "-O2", *READER, str(ROOT / "c" / "dcdump.c"), "-o", str(exe)],
+               check=True)
 r = subprocess.run([str(exe), src], capture_output=True, text=True)
 if "DC_E_UNSUPPORTED_VERSION" in r.stderr:     # a format 1 file: written again as format 2
     src = str(out_dir / "model-v2.dc")

@@ -1,9 +1,10 @@
 /* The C reader's raw DEFLATE inflater alone, for tests/test_c_reader.py, which compares it
- * with zlib on many streams: built with `-I c` and including dc.c itself.
+ * with zlib on many streams: built with `-I c` and including dc.c itself (the rest of the
+ * reader linked).
  *
  * stdin: records of [cap u32][len u32][len bytes]; stdout, per record: [status u8][n u32]
  * [n bytes when status is 0]. Status: 0 inflated, 1 invalid, 2 truncated, 3 past cap,
- * 4 bytes after the end (dc.c's INF_* codes).
+ * 4 bytes after the end (inflate.h's INF_* codes).
  */
 #include "dc.c"
 
@@ -12,7 +13,7 @@ static int get_u32(uint32_t *v)
     uint8_t b[4];
     if (fread(b, 1, 4, stdin) != 4)
         return 0;
-    *v = (uint32_t)le(b, 4);
+    *v = (uint32_t)dci_le(b, 4);
     return 1;
 }
 
@@ -36,7 +37,7 @@ int main(void)
         int r;
         if (!in || !out || fread(in, 1, len, stdin) != len)
             return 1;
-        r = inflate_raw(in, len, out, cap, &n, &why);
+        r = dci_inflate_raw(in, len, out, cap, &n, &why);
         putchar(r);
         put_u32((uint32_t)n);
         if (r == INF_OK)

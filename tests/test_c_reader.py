@@ -1,14 +1,17 @@
-"""The C reader (c/dc.h, c/dc.c, c/dcdump.c; docs/FORMAT.md): built here with the system C
-compiler, it decodes the golden files and files the pipeline makes exactly as deepcomp's reader
-does, and, built with AddressSanitizer and UBSan, it reads thousands of damaged and forged files
-(tests/test_dcfile_fuzz.py's mutations) with no finding, agreeing with deepcomp's reader on
-which are valid. Skipped, saying why, where there is no C compiler or no sanitizer runtime."""
+"""The C reader (c/dc.h and the sources c/Makefile lists as READER, c/dcdump.c;
+docs/FORMAT.md): built here with the system C compiler, it decodes the golden files and files
+the pipeline makes exactly as deepcomp's reader does, and, built with AddressSanitizer and
+UBSan, it reads thousands of damaged and forged files (tests/test_dcfile_fuzz.py's mutations)
+with no finding, agreeing with deepcomp's reader on which are valid. Skipped, saying why, where
+there is no C compiler or no sanitizer runtime."""
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -24,7 +27,10 @@ from deepcomp.encode import EncodeConfig, encode_stage
 from deepcomp.stagefile import StageFile
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-SOURCES = [os.path.join(ROOT, "c", "dc.c"), os.path.join(ROOT, "c", "dcdump.c")]
+sys.path.append(os.path.join(ROOT, "tools"))
+from c_sources import READER  # noqa: E402  (the reader's .c files, as c/Makefile lists them)
+
+SOURCES = READER + [os.path.join(ROOT, "c", "dcdump.c")]
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = ["-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic",
             "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -282,7 +288,7 @@ def test_edge_cases(dcdump, tmp_path, float16):
 def test_api_allocation_hooks_and_failures(build, sanitize):
     """tests/c_api.c: argument errors, dc_close twice, and every allocation of opening and
     decoding failing in turn: DC_E_NO_MEMORY, nothing left allocated (under the sanitizers)."""
-    exe = build(sanitize, "c_api", [SOURCES[0], os.path.join(ROOT, "tests", "c_api.c")])
+    exe = build(sanitize, "c_api", READER + [os.path.join(ROOT, "tests", "c_api.c")])
     buf = encode_stage(synthetic_stage("lenet5"))[0]
     path = os.path.join(os.path.dirname(exe), "lenet5.dc")
     with open(path, "wb") as f:
@@ -290,6 +296,37 @@ def test_api_allocation_hooks_and_failures(build, sanitize):
     r = run(exe, path)
     assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr
     assert int(r.stdout.split()[1]) > 20 and not any(w in r.stderr for w in FINDINGS)
+
+
+def test_reader_exports_only_prefixed_names(tmp_path):
+    """A program that embeds the reader links its objects with its own code: every name they
+    export is dc_ (the API, declared in c/dc.h) or dci_ (internal, shared between the reader's
+    files), never a bare name such as fail or le that the program may have too."""
+    cc, nm = compiler(), shutil.which("nm")
+    if cc is None or nm is None:
+        pytest.skip("no C compiler (gcc or cc) or no nm on PATH to list the reader's symbols")
+    with open(os.path.join(ROOT, "c", "dc.h")) as f:
+        api = f.read()
+    exported = {}
+    for src in READER:
+        obj = str(tmp_path / (os.path.basename(src)[:-2] + ".o"))
+        r = subprocess.run([cc, *STRICT, "-I", os.path.join(ROOT, "c"), "-c", src, "-o", obj],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, f"{cc} -c {src} failed:\n{r.stderr}"
+        r = subprocess.run([nm, "-g", "--defined-only", obj], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for line in r.stdout.splitlines():
+            fields = line.split()
+            if len(fields) == 3:                  # address, type, name
+                name = fields[2][1:] if sys.platform == "darwin" else fields[2]  # Mach-O's _
+                exported[name] = os.path.basename(src)
+    assert "dc_open" in exported and "dc_crc32" in exported, exported   # nm's output was read
+    bare = sorted(f"{n} ({src})" for n, src in exported.items()
+                  if not n.startswith(("dc_", "dci_")))
+    assert not bare, f"the reader exports names without the dc_ or dci_ prefix: {bare}"
+    undeclared = sorted(n for n in exported if n.startswith("dc_") and
+                        not re.search(rf"\b{n}\s*\(", api))
+    assert not undeclared, f"dc_ names c/dc.h does not declare (dci_ if internal): {undeclared}"
 
 
 # --- the inflater against zlib ------------------------------------------------------------
@@ -344,7 +381,9 @@ def _zlib(stream: bytes, cap: int):
 
 
 def test_inflate_agrees_with_zlib(build):
-    exe = build(STRICT, "c_inflate", [os.path.join(ROOT, "tests", "c_inflate.c")])
+    # c_inflate.c includes c/dc.c itself (for the inflater's internals): the rest is linked
+    exe = build(STRICT, "c_inflate", [os.path.join(ROOT, "tests", "c_inflate.c")] +
+                [s for s in READER if os.path.basename(s) != "dc.c"])
     cases = _streams(random.Random(11))
     stdin = b"".join(struct.pack("<II", cap, len(s)) + s for s, cap in cases)
     r = subprocess.run([exe], input=stdin, capture_output=True)

@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from test_c_reader import ROOT, SANITIZE, STRICT, build, sanitize  # noqa: F401  (fixtures)
+from test_c_reader import READER, ROOT, SANITIZE, STRICT, build, sanitize  # noqa: F401  (fixtures)
 from test_dcfile import forge_v2, split_v2
 from torch import nn
 
@@ -24,7 +24,7 @@ from deepcomp.prune import PruneConfig, prune
 from deepcomp.quantize import QuantizeConfig, quantize
 from deepcomp.stagefile import StageFile, arch_for
 
-RUN_SOURCES = [os.path.join(ROOT, "c", n) for n in ("dc.c", "dcrun.c", "dcrun_main.c")]
+RUN_SOURCES = READER + [os.path.join(ROOT, "c", n) for n in ("dcrun.c", "dcrun_main.c")]
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,52 @@ def test_seeded_runs_are_identical_bit_for_bit(trained_lenet, digits, tmp_path):
         assert all(torch.equal(sa.quant[k]["codebook"], sb.quant[k]["codebook"])
                    for k in sa.quant)
         assert sa.history[-1]["metrics"] == sb.history[-1]["metrics"]
+
+
+def _drop(obj, name):
+    """``obj`` without the setting ``name`` anywhere in it: what an older deepcomp, which did
+    not have that setting, wrote."""
+    if isinstance(obj, dict):
+        return {k: _drop(v, name) for k, v in obj.items() if k != name}
+    if isinstance(obj, list):
+        return [_drop(v, name) for v in obj]
+    return obj
+
+
+def test_files_of_an_older_version_resume_while_new_settings_keep_their_defaults(
+        trained_lenet, digits, tmp_path, monkeypatch):
+    """A run started before a setting existed (include_bias here) resumes after an upgrade, both
+    from a finished stage file and from a stage's checkpoint; the same setting not at its
+    default is another request."""
+    import json
+
+    from deepcomp.stagefile import save_stage
+    from deepcomp.resume import Stopped
+    from conftest import stop_after
+    out = str(tmp_path / "m.dc")
+    compress(trained_lenet, digits, out, _config(), log=lambda *a: None)
+    pruned = load_stage(str(tmp_path / "m.pruned.pt"))
+    pruned.history[-1]["pipeline_key"] = json.dumps(
+        _drop(json.loads(pruned.history[-1]["pipeline_key"]), "include_bias"), sort_keys=True)
+    save_stage(str(tmp_path / "m.pruned.pt"), pruned)
+    logs = []
+    compress(trained_lenet, digits, out, _config(), log=logs.append)
+    assert sum("resuming" in line for line in logs) == 2
+    cfg = _config()
+    cfg.prune.include_bias = True
+    with pytest.raises(UsageError, match="m.pruned.pt exists and was not made by these"):
+        compress(trained_lenet, digits, out, cfg, log=lambda *a: None)
+
+    # a checkpoint inside the pruning, written by the older version
+    out2 = str(tmp_path / "n.dc")
+    with monkeypatch.context() as m:
+        stop_after(m, 5)
+        with pytest.raises(Stopped):
+            compress(trained_lenet, digits, out2, _config(), log=lambda *a: None)
+    ckpt = tmp_path / "n.pruned.pt.ckpt"
+    obj = torch.load(ckpt, weights_only=True)
+    obj["fingerprint"] = _drop(obj["fingerprint"], "include_bias")
+    torch.save(obj, ckpt)
+    logs = []
+    compress(trained_lenet, digits, out2, _config(), log=logs.append)
+    assert any(line.startswith("resuming from") for line in logs)

@@ -42,6 +42,8 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from c_sources import READER  # noqa: E402  (the reader's .c files, as c/Makefile lists them)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -52,8 +54,7 @@ def build(folder: str) -> str:
         sys.exit("bench_c_decode: no C compiler (gcc or cc) on PATH")
     exe = os.path.join(folder, "dcdump")
     subprocess.run([cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
-                    os.path.join(ROOT, "c", "dc.c"), os.path.join(ROOT, "c", "dcdump.c"),
-                    "-o", exe], check=True)
+                    *READER, os.path.join(ROOT, "c", "dcdump.c"), "-o", exe], check=True)
     return exe
 
 

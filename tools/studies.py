@@ -170,7 +170,7 @@ def schemes(st: Study, base: str, data: str, grid: str, epochs: int, lr: float) 
         plt.close(fig)
     st.write(rows, _md(rows, keys, ["sparsity", "global, no retraining", "layer, no retraining",
                                     "freeze-layer retraining", "masked retraining"]),
-             "Four pruning schemes (LeNet-300-100 on MNIST)", plot)
+             f"Four pruning schemes ({_subject(base, data)})", plot)
 
 
 # --- 2. each layer alone -------------------------------------------------------------------
@@ -210,7 +210,7 @@ def layer_sweep(st: Study, base: str, data: str, grid: str, model: str | None,
     st.write(rows, _md(rows, ["layer", "free_within_0.5", "free_within_1", "at_90"],
                        ["layer", "sparsity free within 0.5 pt", "within 1 pt",
                         "top-1 at 90%"]),
-             "Each layer alone (ResNet-20 on CIFAR-10)", plot)
+             f"Each layer alone ({_subject(base, data)})", plot)
 
 
 # --- 4. a sensitivity scan that drives the pruning ----------------------------------------
@@ -248,7 +248,7 @@ def sensitivity(st: Study, base: str, data: str, grid: str, target: float, epoch
 
     def plot(path):
         shutil.copyfile(f"{sens}.png", path)
-    st.write(rows, table, "A sensitivity scan drives the pruning (LeNet-5 on MNIST)", plot)
+    st.write(rows, table, f"A sensitivity scan drives the pruning ({_subject(base, data)})", plot)
 
 
 # --- 1. one-shot against iterative ---------------------------------------------------------
@@ -296,7 +296,7 @@ def oneshot_iterative(st: Study, base: str, data: str, model: str | None, target
     st.write(rows, _md(rows, ["sparsity", "oneshot", "oneshot_spread", "iterative",
                               "iterative_spread"],
                        ["sparsity", "one-shot top-1", "spread", "iterative top-1", "spread"]),
-             "One-shot against iterative global pruning (ResNet-20 on CIFAR-10)", plot)
+             f"One-shot against iterative global pruning ({_subject(base, data)})", plot)
 
 
 STUDIES = ("schemes", "layer-sweep", "sensitivity", "oneshot-iterative")
@@ -334,6 +334,11 @@ def main(argv=None) -> int:
                           a.epochs or 3, 3, [int(x) for x in a.seeds.split(",")], 0.01)
     print(f"wrote {Path(a.docs) / a.study}.md, .csv and .png")
     return 0
+
+
+def _subject(base: str, data: str) -> str:
+    """What a study ran on, for its title: the model file and the data set."""
+    return f"{Path(base).name} on {data.split(':')[0]}"
 
 
 def _lenet_baseline(st: Study, name: str) -> Path:
