@@ -25,6 +25,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import UsageError
+from .masks import compute_masks, sparsity_of
 from .train import Progress, evaluate
 
 __all__ = ["SPARSITY_GRID", "sample_split", "prune_one_layer", "SparsityScan", "scan_sparsity",
@@ -100,7 +101,6 @@ def prune_one_layer(model: nn.Module, name: str, sparsities, data: Dataset, devi
     to each of ``sparsities`` (weights already pruned in ``masks`` stay pruned); the weight is
     restored after each. The measurement behind :func:`scan_sparsity` and
     :func:`deepcomp.analysis.sensitivity`."""
-    from .prune import compute_masks
     param = dict(model.named_parameters())[name]
     w = param.detach().clone()
     out = []
@@ -141,13 +141,12 @@ def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict
     ``1 - min_keep``), its loss on ``data`` (use :func:`sample_split`). Already-pruned weights
     (``masks``) stay pruned. ``done``: the curves of layers scanned before (a resumed scan);
     ``save(curves)`` is called after each layer."""
-    from .prune import sparsity_of
     masks = masks or {}
     params = dict(model.named_parameters())
     done, record = _resumable(done, save)
     with _deferred_signals(save):
         return _scan_layers(model, data, names, masks, min_keep, device, log, done, record,
-                            params, sparsity_of)
+                            params)
 
 
 def _deferred_signals(save):
@@ -158,8 +157,8 @@ def _deferred_signals(save):
     return rs.training() if save is not None else nullcontext()
 
 
-def _scan_layers(model, data, names, masks, min_keep, device, log, done, record, params,
-                 sparsity_of) -> SparsityScan:
+def _scan_layers(model, data, names, masks, min_keep, device, log, done, record,
+                 params) -> SparsityScan:
     base = evaluate(model, data, device, progress=False)["loss"] if len(done) < len(names) else 0
     scan = SparsityScan({}, {}, {})
     bar = Progress(True, len(names), "sensitivity scan", tty_only=True)

@@ -13,6 +13,7 @@ import sys
 from . import __version__
 from .checks import RANGES as R, Range, Setting
 from .errors import DeepcompError, UsageError
+from .masks import METHODS
 from .sizes import format_ratio
 
 # --- shared options ------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def add_device_arg(p):
 def add_prune_args(p):
     """The options of PruneConfig (``deepcomp prune`` and ``compress``)."""
     p.add_argument("--method", default="std",
-                   choices=["std", "global", "layer", "lamp", "sensitivity"],
+                   choices=list(METHODS),
                    help="std: threshold = s x std of each layer (default); global: one threshold "
                         "for a target sparsity; layer: a target sparsity per layer; lamp: one "
                         "threshold on layer-adaptive scores (Lee et al. 2021); sensitivity: "
@@ -486,7 +487,7 @@ def _target_mode(a, sf, data, out):
         retrain_lr=a.retrain_lr,
         finetune_epochs=a.finetune_epochs if "finetune_epochs" in given else d.finetune_epochs,
         finetune_lr=a.finetune_lr, train=_shared_train(a), encode=encode_config(a))
-    if cfg.method not in ("global", "lamp", "sensitivity"):
+    if METHODS[cfg.method].setting != "one":
         raise UsageError(f"--method {cfg.method} does not apply with --max-drop: the search "
                          "sets sparsity targets (global, lamp or sensitivity)")
     paths = search(sf, data, out, cfg, log=main_print, restart=a.restart).paths
