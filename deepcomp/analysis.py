@@ -12,7 +12,8 @@ from dataclasses import replace
 from . import resume as rs
 from .data import Dataset
 from .errors import UsageError
-from .allocate import allocate_from_scan, prune_one_layer, sample_split, scan_sparsity
+from .allocate import (allocate_from_scan, prune_one_layer, sample_split, scan_layers,
+                       scan_sparsity)
 from .masks import apply_masks, compute_masks, pruning_method, sparsity_of
 from .prune import MaskKeeper, PruneConfig, prunable_names
 from .stagefile import StageFile
@@ -62,15 +63,13 @@ def sensitivity(sf: StageFile, data: Dataset, sparsities: list[float], layers=No
     model = sf.build_model()
     names = layers or prunable_names(model)
     result = dict(done or {})
-    with _resumable_loop(save):
-        for n in names:
-            if n not in result:
-                result[n] = {s: {k: m[k] for k in ("top1", "top5", "loss")}
-                             for s, m in zip(sparsities, prune_one_layer(model, n, sparsities,
-                                                                         data, device))}
-                if save is not None:
-                    rs.save_then_check(save, result, f"after layer {len(result)}/{len(names)}")
-            log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
+
+    def measure(n):
+        return {s: {k: m[k] for k in ("top1", "top5", "loss")}
+                for s, m in zip(sparsities, prune_one_layer(model, n, sparsities, data, device))}
+    for n, row in scan_layers(names, measure, result, save,
+                              lambda r: f"after layer {len(r)}/{len(names)}"):
+        log(f"{n:32s} " + " ".join(f"{row[s]['top1']:6.2f}" for s in sparsities))
     return result
 
 
