@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import heapq
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from . import resume as rs
 from .data import Dataset
 from .errors import UsageError
+from .masks import compute_masks, sparsity_of
 from .train import Progress, evaluate
 
-__all__ = ["SPARSITY_GRID", "sample_split", "prune_one_layer", "SparsityScan", "scan_sparsity",
+__all__ = ["SPARSITY_GRID", "sample_split", "prune_one_layer", "SparsityScan", "scan_layers",
+           "scan_sparsity",
            "allocate_from_scan", "allocate_sparsity", "allocate_bits"]
 
 # Sparsities visited per layer: coarse where layers rarely suffer, finer near the top.
 SPARSITY_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
-MIN_BITS, MAX_BITS = 2, 8
+# --bits auto: the range of its mean and of each layer's bits (the format allows 1..MAX_BITS)
+AUTO_MIN_BITS, AUTO_MAX_BITS = 2, 8
 
 
 def sample_split(data: Dataset, images: int, seed: int = 0) -> Dataset:
@@ -100,7 +105,6 @@ def prune_one_layer(model: nn.Module, name: str, sparsities, data: Dataset, devi
     to each of ``sparsities`` (weights already pruned in ``masks`` stay pruned); the weight is
     restored after each. The measurement behind :func:`scan_sparsity` and
     :func:`deepcomp.analysis.sensitivity`."""
-    from .prune import compute_masks
     param = dict(model.named_parameters())[name]
     w = param.detach().clone()
     out = []
@@ -120,18 +124,24 @@ class SparsityScan:
     sizes: dict
 
 
-def _resumable(done: dict | None, save) -> tuple[dict, callable]:
-    """A scan's results so far (``done``, layer -> curve, from a checkpoint) and the function
-    that records one more layer's (and saves them all, where ``save`` is given): a scan of a
-    deep network takes up to an hour, and a stopped one resumes at its next layer."""
-    from . import resume as rs
-    done = dict(done or {})
+def scan_layers(names: list[str], measure, results: dict, save=None, where=None):
+    """Each layer of ``names`` with its ``measure(name)``, as ``(name, result)``: taken from
+    ``results`` where it is there (the layers a stopped scan measured, from its checkpoint),
+    else measured and added to ``results``. The loop of every per-layer scan (this module's,
+    and deepcomp.analysis.sensitivity's); a scan of a deep network takes up to an hour, so with
+    ``save`` given, ``save(results)`` is called after each layer measured and a stop signal
+    takes effect there (deepcomp.resume; :class:`resume.Stopped` says ``where(results)``)."""
+    with _deferred_signals(save):
+        for n in names:
+            if n not in results:
+                results[n] = measure(n)
+                if save is not None:
+                    rs.save_then_check(save, results, where(results))
+            yield n, results[n]
 
-    def record(name, curve):
-        done[name] = [float(v) for v in curve]
-        if save is not None:
-            rs.save_then_check(save, done, f"during a scan, {len(done)} layers done")
-    return done, record
+
+def _layers_done(results: dict) -> str:
+    return f"during a scan, {len(results)} layers done"
 
 
 def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict | None = None,
@@ -141,43 +151,34 @@ def scan_sparsity(model: nn.Module, data: Dataset, names: list[str], masks: dict
     ``1 - min_keep``), its loss on ``data`` (use :func:`sample_split`). Already-pruned weights
     (``masks``) stay pruned. ``done``: the curves of layers scanned before (a resumed scan);
     ``save(curves)`` is called after each layer."""
-    from .prune import sparsity_of
     masks = masks or {}
     params = dict(model.named_parameters())
-    done, record = _resumable(done, save)
-    with _deferred_signals(save):
-        return _scan_layers(model, data, names, masks, min_keep, device, log, done, record,
-                            params, sparsity_of)
+    grids = {}
+    for n in names:
+        now = sparsity_of(masks, [n]) if n in masks else 0.0
+        grids[n] = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
+    base = []               # the loss as it is, measured once, before the first layer's
+    bar = Progress(True, len(names), "sensitivity scan", tty_only=True)
+
+    def measure(n):
+        bar.update(names.index(n), lambda: n.removesuffix(".weight"))
+        if not base:
+            base.append(evaluate(model, data, device, progress=False)["loss"])
+        return [float(v) for v in [base[0]] + [m["loss"] for m in prune_one_layer(
+            model, n, grids[n][1:], data, device, masks)]]
+    scan = SparsityScan({}, {}, {})
+    for n, curve in scan_layers(names, measure, dict(done or {}), save, _layers_done):
+        scan.losses[n], scan.sparsities[n] = _non_decreasing(curve), grids[n]
+        scan.sizes[n] = params[n].numel()
+        bar.close()
+        log(f"  {n:32s} loss " + " ".join(f"{v:.3f}" for v in curve))
+    return scan
 
 
 def _deferred_signals(save):
     """A resumable scan (``save`` given) takes a stop signal at its next layer, as training
     takes it at its next step; otherwise a signal stops it at once."""
-    from contextlib import nullcontext
-    from . import resume as rs
     return rs.training() if save is not None else nullcontext()
-
-
-def _scan_layers(model, data, names, masks, min_keep, device, log, done, record, params,
-                 sparsity_of) -> SparsityScan:
-    base = evaluate(model, data, device, progress=False)["loss"] if len(done) < len(names) else 0
-    scan = SparsityScan({}, {}, {})
-    bar = Progress(True, len(names), "sensitivity scan", tty_only=True)
-    for i, n in enumerate(names):
-        bar.update(i, lambda: n.removesuffix(".weight"))
-        now = sparsity_of(masks, [n]) if n in masks else 0.0
-        grid = [now] + [s for s in SPARSITY_GRID if now < s <= 1 - min_keep]
-        if n in done:
-            curve = done[n]
-        else:
-            curve = [base] + [m["loss"] for m in prune_one_layer(model, n, grid[1:], data,
-                                                                 device, masks)]
-            record(n, curve)
-        scan.losses[n], scan.sparsities[n] = _non_decreasing(curve), grid
-        scan.sizes[n] = params[n].numel()
-        bar.close()
-        log(f"  {n:32s} loss " + " ".join(f"{v:.3f}" for v in curve))
-    return scan
 
 
 def allocate_from_scan(scan: SparsityScan, target: float) -> dict[str, float]:
@@ -213,14 +214,13 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
     over the kept weights is at most ``target``, from each layer's loss on ``data`` as it alone
     is quantized to each bit width; ``quantizer(values, bits)`` returns the quantized values.
     Resumable as :func:`scan_sparsity` (``done``, ``save``)."""
-    if not MIN_BITS <= target <= MAX_BITS:
-        raise UsageError(f"--bits auto: the mean must be in [{MIN_BITS}, {MAX_BITS}], got {target}")
-    top = min(MAX_BITS, math.ceil(target) + 2)      # more is never chosen at this mean
+    if not AUTO_MIN_BITS <= target <= AUTO_MAX_BITS:
+        raise UsageError(f"--bits auto: the mean must be in [{AUTO_MIN_BITS}, {AUTO_MAX_BITS}], "
+                         f"got {target}")
+    top = min(AUTO_MAX_BITS, math.ceil(target) + 2)      # more is never chosen at this mean
     params = dict(model.named_parameters())
-    done, record = _resumable(done, save)
-    with _deferred_signals(save):
-        costs, gains = _bit_curves(model, data, kept, quantizer, device, log, done, record,
-                                   params, top)
+    costs, gains = _bit_curves(model, data, kept, quantizer, device, log, done, save, params,
+                               top)
     need = (top - target) * sum(int(k.sum()) for k in kept.values())
     if need <= 0:
         return {n: top for n in kept}
@@ -230,25 +230,28 @@ def allocate_bits(model: nn.Module, data: Dataset, kept: dict[str, torch.Tensor]
     return {n: top - level[n] for n in kept}
 
 
-def _bit_curves(model, data, kept, quantizer, device, log, done, record, params, top):
-    """Each layer's loss at ``top`` down to MIN_BITS bits, made non-decreasing, and what each
-    level saves: (costs, gains) for :func:`_greedy`."""
+def _bit_curves(model, data, kept, quantizer, device, log, done, save, params, top):
+    """Each layer's loss at ``top`` down to AUTO_MIN_BITS bits, made non-decreasing, and what each
+    level saves: (costs, gains) for :func:`_greedy`. ``done``: the curves of a stopped scan
+    (one of another length, made for another ``top``, is measured again)."""
     costs, gains = {}, {}
     bar = Progress(True, len(kept), "bit-width scan", tty_only=True)
-    for i, (n, keep) in enumerate(kept.items()):
-        bar.update(i, lambda: n.removesuffix(".weight"))
+    names = list(kept)
+
+    def measure(n):
+        bar.update(names.index(n), lambda: n.removesuffix(".weight"))
         w = params[n].detach()
-        on = keep.to(w.device)
-        curve = done.get(n)
-        if curve is None or len(curve) != top - MIN_BITS + 1:
-            curve = []
-            for b in range(top, MIN_BITS - 1, -1):
-                q = w.clone()
-                q[on] = quantizer(w[on], b).to(w.device, w.dtype)
-                curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
-            record(n, curve)
-        count = int(keep.sum())
+        on = kept[n].to(w.device)
+        curve = []
+        for b in range(top, AUTO_MIN_BITS - 1, -1):
+            q = w.clone()
+            q[on] = quantizer(w[on], b).to(w.device, w.dtype)
+            curve.append(_evaluate_with(model, params[n], q, data, device)["loss"])
+        return [float(v) for v in curve]
+    results = {n: c for n, c in (done or {}).items() if len(c) == top - AUTO_MIN_BITS + 1}
+    for n, curve in scan_layers(names, measure, results, save, _layers_done):
+        count = int(kept[n].sum())
         costs[n], gains[n] = _non_decreasing(curve), [j * count for j in range(len(curve))]
         bar.close()
-        log(f"  {n:32s} loss at {top}..{MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
+        log(f"  {n:32s} loss at {top}..{AUTO_MIN_BITS} bits " + " ".join(f"{v:.3f}" for v in curve))
     return costs, gains

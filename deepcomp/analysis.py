@@ -12,9 +12,10 @@ from dataclasses import replace
 from . import resume as rs
 from .data import Dataset
 from .errors import UsageError
-from .prune import (METHODS, MaskKeeper, PruneConfig, apply_masks, compute_masks,
-                    prunable_names, sparsity_of)
-from .allocate import allocate_from_scan, prune_one_layer, sample_split, scan_sparsity
+from .allocate import (allocate_from_scan, prune_one_layer, sample_split, scan_layers,
+                       scan_sparsity)
+from .masks import apply_masks, compute_masks, pruning_method, sparsity_of
+from .prune import MaskKeeper, PruneConfig, prunable_names
 from .stagefile import StageFile
 from .train import TrainConfig, evaluate, fit
 
@@ -62,15 +63,13 @@ def sensitivity(sf: StageFile, data: Dataset, sparsities: list[float], layers=No
     model = sf.build_model()
     names = layers or prunable_names(model)
     result = dict(done or {})
-    with _resumable_loop(save):
-        for n in names:
-            if n not in result:
-                result[n] = {s: {k: m[k] for k in ("top1", "top5", "loss")}
-                             for s, m in zip(sparsities, prune_one_layer(model, n, sparsities,
-                                                                         data, device))}
-                if save is not None:
-                    rs.save_then_check(save, result, f"after layer {len(result)}/{len(names)}")
-            log(f"{n:32s} " + " ".join(f"{result[n][s]['top1']:6.2f}" for s in sparsities))
+
+    def measure(n):
+        return {s: {k: m[k] for k in ("top1", "top5", "loss")}
+                for s, m in zip(sparsities, prune_one_layer(model, n, sparsities, data, device))}
+    for n, row in scan_layers(names, measure, result, save,
+                              lambda r: f"after layer {len(r)}/{len(names)}"):
+        log(f"{n:32s} " + " ".join(f"{row[s]['top1']:6.2f}" for s in sparsities))
     return result
 
 
@@ -112,8 +111,7 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
     names = prunable_names(base, include_bias)
     weights = {n: p.detach() for n, p in base.named_parameters() if n in names}
     for method in methods:
-        if method not in METHODS:
-            raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
+        pruning_method(method)          # a usage error for an unknown name, before any work
     rows, scan = list(done or []), None
     finished = {(r["method"], r["target"]) for r in rows}
     with _resumable_loop(save):
@@ -129,23 +127,30 @@ def sweep(sf: StageFile, data: Dataset, sparsities: list[float], methods: list[s
     return rows
 
 
+def _setting_at(spec, weights: dict, names: list[str], s: float, scan):
+    """The setting of the method ``spec`` (a :class:`deepcomp.masks.Method`) that prunes ``s``
+    of all weights: for ``std`` the one s that does, for a scanned method the allocation of
+    ``scan``, else ``s`` as one value or for every layer."""
+    if spec.scan:
+        return allocate_from_scan(scan, s)
+    if spec.setting == "std":
+        q = std_for_sparsity(weights, s) if s > 0 else 0.0
+        return {n: q for n in names}
+    return s if spec.setting == "one" else {n: s for n in names}
+
+
 def _sweep_point(base, weights, names, method, s, data, retrain, device, log, min_keep, scan,
                  rows, scheme="masked"):
     """One point of :func:`sweep`: its row appended to ``rows``; returns the sensitivity scan
     (made on first use). ``scheme``: masked or freeze retraining (PruneConfig.retrain)."""
     t0 = time.perf_counter()
     model = copy.deepcopy(base)
-    if method == "std":
-        q = std_for_sparsity(weights, s) if s > 0 else 0.0
-        masks, _ = compute_masks(weights, "std", {n: q for n in names})
-    elif method in ("global", "lamp"):
-        masks, _ = compute_masks(weights, method, s, min_keep=min_keep)
-    elif method == "sensitivity":
+    spec = pruning_method(method)
+    if spec.scan:
         scan = scan or scan_sparsity(base, sample_split(data, PruneConfig.scan_images),
                                      names, min_keep=min_keep, device=device, log=log)
-        masks, _ = compute_masks(weights, "layer", allocate_from_scan(scan, s))
-    else:
-        masks, _ = compute_masks(weights, "layer", {n: s for n in names})
+    masks, _ = compute_masks(weights, method, _setting_at(spec, weights, names, s, scan),
+                             min_keep=min_keep)
     apply_masks(model, masks)
     m = evaluate(model, data, device)
     row = {"method": method, "target": s, "sparsity": round(sparsity_of(masks, names), 6),

@@ -27,6 +27,7 @@ from .encode import EncodeConfig, check_dense_bits, encode
 from .errors import DeepcompError, UsageError
 from .export import DEFAULT_OPSET, to_onnx
 from .loading import decode, load_stage
+from .masks import METHODS
 from .models import list_models, model_info
 from .pipeline import (CompressConfig, compress, demo, measured_stage, stage_checkpoint,
                        stage_paths, train_baseline)
@@ -111,7 +112,7 @@ def add_device_arg(p):
 def add_prune_args(p):
     """The options of PruneConfig (``deepcomp prune`` and ``compress``)."""
     p.add_argument("--method", default="std",
-                   choices=["std", "global", "layer", "lamp", "sensitivity"],
+                   choices=list(METHODS),
                    help="std: threshold = s x std of each layer (default); global: one threshold "
                         "for a target sparsity; layer: a target sparsity per layer; lamp: one "
                         "threshold on layer-adaptive scores (Lee et al. 2021); sensitivity: "
@@ -128,10 +129,7 @@ def add_prune_args(p):
                         "e.g. '*=0.9,conv1=0.5' (default: %(default)s)")
     p.add_argument("--iterations", type=R["iterations"], default=1,
                    help="prune+retrain rounds, ramping up to the target (default: 1, one-shot)")
-    p.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=1,
-                   help="retraining epochs per round (default: %(default)s)")
-    p.add_argument("--retrain-lr", type=R["lr"], default=None,
-                   help="retraining learning rate (default: a tenth of the training rate)")
+    add_retrain_args(p, 1, "retraining epochs per round (default: %(default)s)")
     d = PruneConfig()
     p.add_argument("--min-keep", type=R["min_keep"], default=d.min_keep,
                    help="global, lamp, sensitivity: every layer keeps at least this share of "
@@ -148,6 +146,14 @@ def add_prune_args(p):
     p.add_argument("--ramp-fraction", type=R["ramp_fraction"], default=d.ramp_fraction,
                    help="--gradual: share of the retraining over which sparsity ramps up "
                         "(default: %(default)s)")
+
+
+def add_retrain_args(p, epochs: int, epochs_help: str):
+    """--retrain-epochs (default ``epochs``) and --retrain-lr, of prune, compress and sweep."""
+    p.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=epochs,
+                   help=epochs_help)
+    p.add_argument("--retrain-lr", type=R["lr"], default=None,
+                   help="retraining learning rate (default: a tenth of the training rate)")
 
 
 def add_scheme_arg(p):
@@ -476,7 +482,7 @@ def _target_mode(a, sf, data, out):
         retrain_lr=a.retrain_lr,
         finetune_epochs=a.finetune_epochs if "finetune_epochs" in given else d.finetune_epochs,
         finetune_lr=a.finetune_lr, train=_shared_train(a), encode=encode_config(a))
-    if cfg.method not in ("global", "lamp", "sensitivity"):
+    if METHODS[cfg.method].setting != "one":
         raise UsageError(f"--method {cfg.method} does not apply with --max-drop: the search "
                          "sets sparsity targets (global, lamp or sensitivity)")
     paths = search(sf, data, out, cfg, log=main_print, restart=a.restart).paths
@@ -740,10 +746,7 @@ def _p_sweep(s):
     add_restart_arg(s)
     s.add_argument("--method", default="global,layer", help="comma-separated methods among "
                    "std, global, layer, lamp, sensitivity (default: %(default)s)")
-    s.add_argument("--retrain-epochs", type=R["retrain_epochs"], default=0,
-                   help="short retraining at every point (default: 0, none)")
-    s.add_argument("--retrain-lr", type=R["lr"], default=None,
-                   help="retraining learning rate (default: a tenth of the training rate)")
+    add_retrain_args(s, 0, "short retraining at every point (default: 0, none)")
     add_scheme_arg(s)
     s.add_argument("--include-bias", action="store_true",
                    help="prune the biases of convolutions and linear layers with their weights")

@@ -1,6 +1,6 @@
 """Stage 1: magnitude pruning with retraining (Han et al., NeurIPS 2015; Deep Compression, section 2).
 
-Methods:
+Methods (each a mask function in deepcomp.masks' registry, ``METHODS``):
 - ``std`` (default): a layer's threshold is a quality parameter ``s`` times the standard deviation
   of that layer's weights (Han et al. 2015, section 4). The standard deviation is taken once, of
   the weights as they enter the stage, so ``s`` maps to a fixed threshold per layer.
@@ -38,9 +38,13 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from torch import nn
 
+from . import dist
+from . import resume as rs
+from .allocate import allocate_sparsity, sample_split
 from .checks import RANGES, check_fields
 from .data import Dataset
 from .errors import UsageError
+from .masks import METHODS, apply_masks, compute_masks, lamp_scores, pruning_method, sparsity_of
 from .patterns import resolve_setting
 from .sizes import is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
@@ -48,9 +52,6 @@ from .train import TrainConfig, evaluate, fit
 
 __all__ = ["PruneConfig", "prune", "prunable_names", "compute_masks", "apply_masks", "MaskKeeper",
            "GradualPruner", "sparsity_of", "lamp_scores", "METHODS"]
-
-
-METHODS = ("std", "global", "layer", "lamp", "sensitivity")
 
 
 @dataclass
@@ -104,101 +105,8 @@ def prunable_names(sf_or_model, include_bias: bool = False) -> list[str]:
     return out
 
 
-def sparsity_of(masks: dict, names=None) -> float:
-    names = names if names is not None else list(masks)
-    total = sum(masks[n].numel() for n in names)
-    return 1 - sum(int(masks[n].sum()) for n in names) / max(total, 1)
-
-
 def _ramp(k: int, K: int) -> float:
     return 1 - (1 - k / K) ** 3
-
-
-def _keep_largest(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
-    """A mask keeping all but the ``n_prune`` smallest scores (exact count, ties broken by order)."""
-    flat = scores.reshape(-1)
-    mask = torch.ones(flat.numel(), dtype=torch.bool)
-    if n_prune > 0:
-        mask[torch.argsort(flat, stable=True)[:n_prune]] = False
-    return mask.reshape(scores.shape)
-
-
-def lamp_scores(a: torch.Tensor) -> torch.Tensor:
-    """LAMP scores (Lee et al. 2021) of a layer's weight magnitudes ``a``: w_u^2 / sum of w_v^2
-    over the weights v of the layer with |w_v| >= |w_u| (ties in sorted order)."""
-    sq = a.reshape(-1).double() ** 2
-    order = torch.argsort(sq, stable=True)
-    s = sq[order]
-    tail = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])
-    out = torch.empty_like(sq)
-    out[order] = torch.where(tail > 0, s / tail.clamp_min(1e-300), torch.zeros_like(s))
-    return out.reshape(a.shape).float()
-
-
-def _floor(n: int, min_keep: float) -> int:
-    return min(n, max(1, math.ceil(min_keep * n))) if min_keep > 0 else 0
-
-
-def compute_masks(weights: dict, method: str, setting, prev: dict | None = None,
-                  stds: dict | None = None, scale: float = 1.0,
-                  min_keep: float = 0.0) -> tuple[dict, dict]:
-    """Masks and per-layer thresholds for ``weights`` {name: tensor}.
-
-    ``setting`` is the per-layer value dict (std: s, layer: sparsity) or a float (global, lamp).
-    ``scale`` multiplies it (the iterative ramp). ``prev`` masks are kept pruned. ``min_keep``
-    (global, lamp): each layer keeps at least this share of its largest weights.
-    """
-    prev = prev or {}
-    masks, thresholds = {}, {}
-    absw = {n: w.detach().abs().float().cpu() for n, w in weights.items()}
-    for n in absw:     # already-pruned weights stay pruned, whatever their value
-        if n in prev:
-            absw[n] = absw[n].masked_fill(~prev[n], 0.0)
-    if method == "std":
-        for n, a in absw.items():
-            sd = stds[n] if stds and n in stds else weights[n].float().std()
-            thr = float(setting[n]) * scale * float(sd)
-            m = a > thr
-            if n in prev:
-                m &= prev[n]
-            masks[n], thresholds[n] = m, thr
-    elif method in ("layer", "sensitivity"):      # sensitivity: the allocated per-layer values
-        for n, a in absw.items():
-            target = float(setting[n]) * scale
-            masks[n] = _keep_largest(a, round(target * a.numel()))
-            thresholds[n] = float(a[~masks[n]].max()) if (~masks[n]).any() else 0.0
-    elif method in ("global", "lamp"):
-        target = float(setting) * scale
-        names = list(absw)
-        scores = {n: lamp_scores(a) if method == "lamp" else a.clone() for n, a in absw.items()}
-        protected = 0
-        for n, sc in scores.items():      # the floor: each layer's largest weights are kept
-            f = _floor(sc.numel(), min_keep)
-            if f:
-                flat = sc.reshape(-1)
-                flat[torch.topk(absw[n].reshape(-1), f).indices] = float("inf")
-                protected += f
-        allw = torch.cat([scores[n].reshape(-1) for n in names])
-        keep = _keep_largest(allw, min(round(target * allw.numel()), allw.numel() - protected))
-        start = 0
-        for n in names:
-            k = absw[n].numel()
-            masks[n] = keep[start:start + k].reshape(absw[n].shape)
-            if n in prev:
-                masks[n] &= prev[n]
-            thresholds[n] = float(absw[n][~masks[n]].max()) if (~masks[n]).any() else 0.0
-            start += k
-    else:
-        raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
-    return masks, thresholds
-
-
-def apply_masks(model: nn.Module, masks: dict) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, m in masks.items():
-            p = params[n]
-            p.masked_fill_(~m.to(p.device), 0.0)
 
 
 class MaskKeeper:
@@ -279,9 +187,8 @@ def _default_retrain_lr(sf: StageFile) -> float:
 
 def _setting(cfg: PruneConfig, names: list[str]):
     """The per-layer values (dict) or the one global target (float) of ``cfg``, checked."""
-    if cfg.method not in METHODS:
-        raise UsageError(f"unknown pruning method {cfg.method!r}; expected {', '.join(METHODS)}")
-    if cfg.method in ("global", "lamp", "sensitivity"):
+    kind = pruning_method(cfg.method).setting
+    if kind == "one":
         try:
             setting = float(cfg.sparsity)
         except ValueError:
@@ -289,7 +196,7 @@ def _setting(cfg: PruneConfig, names: list[str]):
                              f"{cfg.sparsity!r}") from None
         RANGES["sparsity"].check(setting, "--sparsity")
         return setting
-    if cfg.method == "std":
+    if kind == "std":
         return resolve_setting(cfg.sensitivity, names, "sensitivity", float,
                                RANGES["sensitivity"].ok, RANGES["sensitivity"].text("s"))
     return resolve_setting(cfg.sparsity, names, "sparsity", float, RANGES["sparsity"].ok,
@@ -313,7 +220,6 @@ def _allocated(model, names, masks, data, cfg: PruneConfig, target: float, log, 
 def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log, done=None,
               save=None) -> dict:
     """Per-layer sparsities from a sensitivity scan (deepcomp.allocate) for one target."""
-    from .allocate import allocate_sparsity, sample_split
     log(f"sensitivity scan: {len(names)} layers, loss on {cfg.scan_images} training images"
         + (f" ({len(done)} done before)" if done else ""))
     alloc = allocate_sparsity(model, sample_split(data, cfg.scan_images, cfg.train.seed), names,
@@ -323,6 +229,11 @@ def _allocate(model, names, masks, data, cfg: PruneConfig, target: float, log, d
     return alloc
 
 
+def _scans(cfg: PruneConfig) -> bool:
+    """Whether ``cfg``'s method allocates its sparsity per layer from a sensitivity scan."""
+    return cfg.method in METHODS and METHODS[cfg.method].scan
+
+
 def _check(cfg: PruneConfig, data) -> None:
     check_fields(cfg, ("iterations", "retrain_epochs", "min_keep", "mask_every",
                        "ramp_fraction", "scan_images"))
@@ -330,8 +241,8 @@ def _check(cfg: PruneConfig, data) -> None:
         RANGES["lr"].check(cfg.retrain_lr, "retrain_lr")
     if cfg.retrain_epochs:
         replace(cfg.train, epochs=cfg.retrain_epochs).check()
-    if cfg.method == "sensitivity" and (data is None or cfg.scan_images < 1):
-        raise UsageError("--method sensitivity measures every layer: it needs data and "
+    if _scans(cfg) and (data is None or cfg.scan_images < 1):
+        raise UsageError(f"--method {cfg.method} measures every layer: it needs data and "
                          "scan images >= 1")
     if cfg.retrain not in ("masked", "freeze"):
         raise UsageError(f"retrain must be masked or freeze, got {cfg.retrain!r}")
@@ -347,7 +258,6 @@ def _check(cfg: PruneConfig, data) -> None:
 
 
 def _steps_per_epoch(data: Dataset, batch_size: int) -> int:
-    from . import dist
     w = dist.world_size()
     per_rank = len(data.train_y) // w if w > 1 else len(data.train_y)
     return math.ceil(per_rank / max(1, batch_size // w))
@@ -368,7 +278,7 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
     names = prunable_names(model, cfg.include_bias)
     setting = _setting(cfg, names)
     saved = checkpoint.load() if checkpoint is not None else None
-    if cfg.method == "sensitivity":
+    if _scans(cfg):
         setting = _allocated(model, names, sf.masks, data, cfg, setting, log, checkpoint, saved)
     if saved is not None and "round" not in saved:     # stopped before any retraining
         saved = None
@@ -398,7 +308,7 @@ def prune(sf: StageFile | nn.Module, data: Dataset | None, config: PruneConfig |
             masks, thresholds = rnd.pop("masks"), rnd.pop("thresholds")
         if data is not None and cfg.retrain_epochs > 0:
             keeper = _mask_keeper(model, masks, cfg, tcfg, setting, stds, data, log)
-            extra = {"allocation": setting} if cfg.method == "sensitivity" else {}
+            extra = {"allocation": setting} if _scans(cfg) else {}
             save = (_round_saver(checkpoint, k, keeper, rounds, rnd, before, extra)
                     if checkpoint is not None else None)
             masks = _retrain_round(model, keeper, names, rnd, k, cfg, tcfg, data, teacher, log,
@@ -473,7 +383,6 @@ def _retrain_round(model, keeper: MaskKeeper, names, rnd: dict, k: int, cfg: Pru
     """Retrain round ``k`` with ``keeper`` holding the masks (resuming from ``fit_resume``, saving
     through ``save``); record the epochs, the sparsity (gradual) and the accuracy after it in
     ``rnd``; return the masks. A stop signal raises :class:`resume.Stopped` naming the round."""
-    from . import resume as rs
     params = _trainable(model, keeper, cfg, rnd)
     try:
         rnd["epochs"] = fit(model, data, tcfg, after_step=keeper, teacher=teacher,

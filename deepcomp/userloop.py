@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from .errors import UsageError
-from .prune import (METHODS, GradualPruner, MaskKeeper, PruneConfig, _allocate, _setting,
-                    compute_masks,
-                    prunable_names, ramp_schedule, sparsity_of)
+from .masks import METHODS, compute_masks, pruning_method, sparsity_of
+from .prune import (GradualPruner, MaskKeeper, PruneConfig, _allocate, _setting, prunable_names,
+                    ramp_schedule)
 from .quantize import (QuantizeConfig, attach_codebooks, detach_codebooks, layer_bits, share)
 from .stagefile import attached_entries, tied_names
 from .torchprune import make_permanent
@@ -66,18 +66,16 @@ def prune_masks(model: nn.Module, method: str = "global", sparsity=0.9, sensitiv
     ``global``, ``layer``, ``lamp``, ``sensitivity``; see deepcomp.prune): ``sparsity`` a
     fraction, or for ``layer`` a ``{pattern: fraction}`` dict; ``sensitivity`` the std method's
     s. Weights pruned in ``masks`` stay pruned. ``sensitivity`` scans the layers on ``data``."""
-    if method not in METHODS:
-        raise UsageError(f"unknown pruning method {method!r}; expected {', '.join(METHODS)}")
+    spec = pruning_method(method)
     _adopt_torch_prune(model)
     names = prunable_names(model)
     cfg = PruneConfig(method=method, sparsity=_setting_text(sparsity),
                       sensitivity=_setting_text(sensitivity), min_keep=min_keep)
     setting = _setting(cfg, names)
-    if method == "sensitivity":
+    if spec.scan:
         if data is None:
-            raise UsageError("method='sensitivity' scans every layer: give data=")
+            raise UsageError(f"method={method!r} scans every layer: give data=")
         setting = _allocate(model, names, masks or {}, data, cfg, setting, log=lambda *a: None)
-        method = "layer"
     params = dict(model.named_parameters())
     weights = {n: params[n] for n in names}
     new, _ = compute_masks(weights, method, setting, prev=masks, min_keep=min_keep)
@@ -140,9 +138,10 @@ class GradualSchedule(MaskHandle):
                  sparsity=0.9, sensitivity=0.75, every: int = PruneConfig.mask_every,
                  ramp_fraction: float = PruneConfig.ramp_fraction,
                  min_keep: float = PruneConfig.min_keep, optimizer=None):
-        if method not in ("std", "global", "layer", "lamp"):
-            raise UsageError(f"a gradual schedule prunes by std, global, layer or lamp, "
-                             f"not {method!r}")
+        if method not in METHODS or METHODS[method].scan:     # a scan would run every update
+            ramped = [n for n, m in METHODS.items() if not m.scan]
+            raise UsageError(f"a gradual schedule prunes by {', '.join(ramped[:-1])} or "
+                             f"{ramped[-1]}, not {method!r}")
         if total_steps < 1 or not 0 < ramp_fraction <= 1:
             raise UsageError("total_steps must be at least 1 and ramp_fraction in (0, 1]")
         _adopt_torch_prune(model)

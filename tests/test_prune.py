@@ -205,3 +205,25 @@ def test_biases_pruned_with_their_weights_stay_zero_and_are_counted(trained_lene
     back = decode_bytes(encode_stage(out)[0])                  # stored sparse, read back exactly
     assert torch.equal(back.masks["fc1.bias"], out.masks["fc1.bias"])
     assert all(torch.equal(back.state_dict[k], v) for k, v in out.state_dict.items())
+
+
+def test_a_method_is_one_mask_function_and_one_line(trained_lenet, digits, monkeypatch):
+    """The registry: a method added to deepcomp.masks.METHODS is one the prune stage, the
+    sweep and the Python API all prune by."""
+    import deepcomp
+    from deepcomp import masks as mk
+    from deepcomp.analysis import sweep
+
+    def every_other(absw, setting, inp):       # prunes every other weight of each layer
+        out = {n: torch.arange(a.numel()).reshape(a.shape) % 2 == 0 for n, a in absw.items()}
+        return out, {n: 0.0 for n in absw}
+    monkeypatch.setitem(mk.METHODS, "every-other", mk.Method(every_other, "one"))
+    out = prune(trained_lenet, digits, PruneConfig(method="every-other", sparsity="0.5",
+                                                   retrain_epochs=0), log=lambda *a: None)
+    assert mk.sparsity_of(out.masks) == pytest.approx(0.5, abs=1e-3)
+    rows = sweep(trained_lenet, digits, [0.5], ["every-other"], log=lambda *a: None)
+    assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    m = deepcomp.prune_masks(trained_lenet.build_model(), method="every-other", sparsity=0.5)
+    assert all(torch.equal(m[n], out.masks[n]) for n in m)
+    with pytest.raises(UsageError, match="every-other"):
+        compute_masks({}, "magic", 0.5)

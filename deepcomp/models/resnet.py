@@ -9,15 +9,19 @@ __all__ = ["ResNet", "resnet18", "resnet34", "resnet50"]
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a residual connection, the block of these
+    ResNets and of the CIFAR ResNets (deepcomp.models.resnet_cifar); ``shortcut(in_planes,
+    planes, stride)`` makes the residual path (here option B, a 1x1 projection where the shape
+    changes)."""
     expansion = 1
 
-    def __init__(self, in_planes, planes, stride=1):
+    def __init__(self, in_planes, planes, stride=1, shortcut=None):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = _projection(in_planes, planes, stride)
+        self.shortcut = (shortcut or _projection)(in_planes, planes, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))

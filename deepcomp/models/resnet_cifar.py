@@ -8,6 +8,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ._registry import register_model
+from .resnet import BasicBlock
 
 __all__ = ["CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 
@@ -21,19 +22,9 @@ class _ShortcutA(nn.Module):
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes, planes, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Identity() if stride == 1 and in_planes == planes else _ShortcutA(planes)
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+def _option_a(in_planes, planes, stride):
+    """The shortcut of He et al.'s option A: the input itself, or subsampled and padded."""
+    return nn.Identity() if stride == 1 and in_planes == planes else _ShortcutA(planes)
 
 
 class CifarResNet(nn.Module):
@@ -54,8 +45,8 @@ class CifarResNet(nn.Module):
 
     @staticmethod
     def _stage(in_planes, planes, blocks, stride):
-        layers = [BasicBlock(in_planes, planes, stride)]
-        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+        layers = [BasicBlock(in_planes, planes, stride, _option_a)]
+        layers += [BasicBlock(planes, planes, 1, _option_a) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
     def forward(self, x):
