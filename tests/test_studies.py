@@ -32,6 +32,8 @@ def run(study, base, tmp_path, *extra):
     text = (docs / f"{study}.md").read_text()
     assert (docs / f"{study}.png").stat().st_size > 1000
     assert "deepcomp " in text and f"![{study}]" in text
+    # the study's own command is recorded as given: what it ran on, how small it was made
+    assert f"by `python tools/studies.py {study} --base {base} --data digits" in text
     return rows, text, runs, argv
 
 

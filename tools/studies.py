@@ -31,8 +31,10 @@ RESNET20 = str(SHARED / "models" / "resnet20-12fca82f.th")
 class Study:
     """One study's commands, run (or reused) in ``runs``, and its outputs in ``docs``."""
 
-    def __init__(self, name: str, runs: Path, docs: Path, quiet: bool = False):
+    def __init__(self, name: str, runs: Path, docs: Path, quiet: bool = False,
+                 command: str | None = None):
         self.name, self.runs, self.docs, self.quiet = name, runs, docs, quiet
+        self.command = command or f"python tools/studies.py {name}"   # as recorded in docs
         self.log: list = []
         self.t0 = time.perf_counter()
         runs.mkdir(parents=True, exist_ok=True)
@@ -67,8 +69,8 @@ class Study:
         minutes = (time.perf_counter() - self.t0) / 60
         cmds = "\n".join(f"    {c}" for c in self.log)
         text = (f"## {title}\n\nMeasured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPU "
-                f"cores, Python {platform.python_version()}, by `python tools/studies.py "
-                f"{self.name}` ({minutes:.1f} min, finished steps reused):\n\n{cmds}\n\n"
+                f"cores, Python {platform.python_version()}, by `{self.command}` "
+                f"({minutes:.1f} min, finished steps reused):\n\n{cmds}\n\n"
                 f"{table}\n\n![{self.name}]({self.name}.png)\n")
         (self.docs / f"{self.name}.md").write_text(text)
 
@@ -316,7 +318,12 @@ def main(argv=None) -> int:
     ap.add_argument("--docs", default=str(ROOT / "docs" / "studies"))
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
-    st = Study(a.study, _rel(Path(a.runs) / a.study), _rel(Path(a.docs)), a.quiet)
+    given = [(f"--{k}", v) for k, v in (("base", a.base), ("model", a.model), ("data", a.data),
+                                       ("grid", a.grid), ("epochs", a.epochs))
+             if v is not None] + ([("--seeds", a.seeds)] if a.seeds != "0,1" else [])
+    command = shlex.join(["python", "tools/studies.py", a.study,
+                          *(str(x) for kv in given for x in kv)])
+    st = Study(a.study, _rel(Path(a.runs) / a.study), _rel(Path(a.docs)), a.quiet, command)
     from deepcomp.analysis import parse_range
     grid = a.grid or ("0.5,0.75,0.9" if a.study == "oneshot-iterative" else "0:0.95:0.05")
     if a.study == "schemes":
