@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 
-from . import dist, stagefile
+from . import dist
 from ._version import __version__
 from .analysis import parse_range, sensitivity, subset, sweep
 from .checks import RANGES as R, Range, Setting
@@ -38,7 +38,7 @@ from .report import collapse_warnings, make_plots, read_inputs, report_text
 from .resume import Checkpoint, Stopped, fingerprint, handle_stop_signals
 from .search import SearchConfig, search
 from .sizes import format_ratio
-from .stagefile import atomic_write, check_writable, save_stage
+from .stagefile import atomic_write, check_writable, recording_command, save_stage
 from .train import TrainConfig, end_line, evaluate, resolve_device, resolve_precision
 
 # --- shared options ------------------------------------------------------------------------
@@ -889,12 +889,11 @@ def main(argv=None) -> int:
     if not getattr(a, "fn", None):
         parser.print_help()
         return 2
-    stagefile.COMMAND = shlex.join(["deepcomp", *argv])
     ok = False
     try:
         a.given = given_options(a.parser, argv)
         check_options(a, a.given)
-        with handle_stop_signals():
+        with handle_stop_signals(), recording_command(shlex.join(["deepcomp", *argv])):
             a.fn(a)
         ok = True
     except Stopped as e:

@@ -11,6 +11,8 @@ import platform
 import shlex
 import sys
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -24,10 +26,10 @@ from .models import allow_reference, create, factory_accepts, is_reference, mode
 from .torchprune import unpruned_copy
 
 __all__ = ["StageFile", "as_stage", "arch_for", "save_stage", "fit_state_dict", "atomic_write",
-           "stage_record", "attached_entries", "STAGE_FORMAT", "TORCH_DTYPES", "DTYPE_NAMES"]
+           "stage_record", "recording_command", "attached_entries", "STAGE_FORMAT", "TORCH_DTYPES", "DTYPE_NAMES"]
 
 STAGE_FORMAT = "deepcomp-stage/1"
-COMMAND: str | None = None       # the deepcomp command line, set by the CLI for stage records
+_COMMAND: ContextVar[str | None] = ContextVar("deepcomp_command", default=None)  # recording_command
 # The dtypes a .dc file stores (deepcomp.dc.format.DTYPES, by name) as torch's, and back.
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
@@ -223,10 +225,22 @@ def fit_state_dict(model: nn.Module, state: dict, source: str = "checkpoint") ->
     model.load_state_dict(state)
 
 
+@contextmanager
+def recording_command(command: str):
+    """Stage records made inside the block name ``command`` as the command that made them (the
+    CLI's ``deepcomp ...`` line); outside any such block a record names ``python <argv>``."""
+    token = _COMMAND.set(command)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
 def stage_record(stage: str, config: dict, metrics: dict, sizes: dict, wall_time: float,
                  **extra) -> dict:
     """One entry of a stage file's ``history``."""
+    command = _COMMAND.get() or f"python {shlex.join(sys.argv)}"
     return {"stage": stage, "config": config, "metrics": metrics, "sizes": sizes,
-            "wall_time": round(wall_time, 3), "command": COMMAND or f"python {shlex.join(sys.argv)}",
+            "wall_time": round(wall_time, 3), "command": command,
             "versions": {"deepcomp": __version__, "torch": str(torch.__version__),
                          "python": platform.python_version()}, **extra}

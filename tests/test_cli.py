@@ -130,6 +130,17 @@ def test_nothing_is_silently_ignored(files, capsys, argv, code, msg):
     assert {p.name: p.stat().st_mtime_ns for p in files.iterdir()} == before   # nothing written
 
 
+def test_a_record_names_the_command_that_made_it(files, capsys, trained_lenet):
+    """`deepcomp ...` from the command line, `python <argv>` from Python, also after a command."""
+    from deepcomp.encode import encode
+    from deepcomp.loading import load_stage
+    assert load_stage("full.dc").history[-1]["command"].startswith("python ")
+    assert run(capsys, "encode", "lenet.pt", "-o", "cli.dc")[0] == 0
+    assert load_stage("cli.dc").history[-1]["command"] == "deepcomp encode lenet.pt -o cli.dc"
+    encode(trained_lenet, "api.dc")
+    assert load_stage("api.dc").history[-1]["command"].startswith("python ")
+
+
 def test_force_allows_writing_over_the_input(files, capsys):
     c, _, err = run(capsys, "decode", "full.dc", "-o", "full.dc", "--force")
     assert c == 0, err

@@ -39,14 +39,11 @@ time.perf_counter = lambda: 0.0          # every wall time 0: the same bytes on 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from deepcomp import stagefile  # noqa: E402
 from deepcomp.cli import main as cli  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage  # noqa: E402
 from deepcomp.loading import load_stage  # noqa: E402
 from deepcomp.models import _registry, create  # noqa: E402
-from deepcomp.stagefile import StageFile, save_stage  # noqa: E402
-
-stagefile.COMMAND = "deepcomp check-identical"
+from deepcomp.stagefile import StageFile, recording_command, save_stage  # noqa: E402
 
 
 class Tiny(nn.Module):
@@ -159,7 +156,6 @@ def run_cli(argv) -> str:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = cli(argv)
-    stagefile.COMMAND = "deepcomp check-identical"      # the CLI set it to its command line
     return f"rc={rc}\n{out.getvalue()}\n--stderr--\n{err.getvalue()}"
 
 
@@ -270,10 +266,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)     # outputs by relative names: recorded command lines are the same each run
         try:
-            read_cases(res)
-            write_cases(res, tmp)
-            if not a.skip_compress:
-                compress_case(res, tmp)
+            with recording_command("deepcomp check-identical"):   # a command line fixed
+                read_cases(res)
+                write_cases(res, tmp)
+                if not a.skip_compress:
+                    compress_case(res, tmp)
         finally:
             os.chdir(here)
     if a.write:
