@@ -69,6 +69,28 @@ def _bits_label(values) -> str:
     return "/".join(f"{v:g}" for v in vals) if vals else "-"
 
 
+def _dense_bits(sizes: dict, qbits: str, ibits: str) -> tuple[str, str]:
+    return "32", "-"
+
+
+def _encoded_bits(sizes: dict, qbits: str, ibits: str) -> tuple[str, str]:
+    """The .dc file's mean bits per stored entry (its record's tensors); without them, dense."""
+    tensors = sizes.get("tensors", {})
+    if not tensors:
+        return _dense_bits(sizes, qbits, ibits)
+    wb, ib = _mean_bits(tensors, "weight_bits"), _mean_bits(tensors, "index_bits")
+    return (f"{wb:.2f}" if wb else "32"), (f"{ib:.2f}" if ib else "-")
+
+
+# stage -> (its record's sizes, the last file's weight bits and index bits) -> the row's weight
+# bits and index bits; any other stage (the baseline) is dense float32: _dense_bits.
+_STAGE_BITS = {
+    "pruned": lambda sizes, qbits, ibits: ("32", ibits),
+    "quantized": lambda sizes, qbits, ibits: (qbits, ibits),
+    "encoded": _encoded_bits,
+}
+
+
 def stage_rows(inp: Inputs) -> list[dict]:
     """One row per stage record (plus a baseline row when the history starts from a foreign
     checkpoint, taken from the first stage's 'before' metrics)."""
@@ -95,17 +117,7 @@ def stage_rows(inp: Inputs) -> list[dict]:
         z = rec.get("sizes", {})
         m = rec.get("metrics", {})
         stage = rec["stage"]
-        tensors = z.get("tensors", {})
-        if stage == "encoded" and tensors:
-            wb = _mean_bits(tensors, "weight_bits")
-            ib = _mean_bits(tensors, "index_bits")
-            wbits, ibits = (f"{wb:.2f}" if wb else "32"), (f"{ib:.2f}" if ib else "-")
-        elif stage == "quantized":
-            wbits, ibits = qbits, ibits_all
-        elif stage == "pruned":
-            wbits, ibits = "32", ibits_all
-        else:
-            wbits, ibits = "32", "-"
+        wbits, ibits = _STAGE_BITS.get(stage, _dense_bits)(z, qbits, ibits_all)
         lossy = rec.get("lossy")          # True in files from before --fold-bn: float16
         label = f"{stage} ({'float16' if lossy is True else lossy}, lossy)" if lossy else stage
         if rec.get("split") == "validation":      # target mode: measured on held-out training images
