@@ -189,7 +189,8 @@ def test_named_errors(dcdump, tmp_path):
 
 
 @pytest.mark.parametrize("path", ["tests/golden/lenet300-mnist-v1.dc", "models/lenet300-mnist.dc",
-                                  "models/lenet300-mnist-max.dc", "models/lenet5-mnist.dc"])
+                                  "models/lenet300-mnist-max.dc", "models/lenet5-mnist.dc",
+                                  "models/resnet20-cifar10.dc"])
 def test_shipped_models(dcdump, tmp_path, path):
     """The shipped files read as they are, and the previous LeNet-300-100 (trained, pruned,
     quantized with float32 codebooks; version 1) written again as version 2."""

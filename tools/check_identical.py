@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import glob
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -37,7 +38,6 @@ sys.path.insert(0, ROOT)
 time.perf_counter = lambda: 0.0          # every wall time 0: the same bytes on every run
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from deepcomp.cli import main as cli  # noqa: E402
 from deepcomp.encode import EncodeConfig, encode_stage  # noqa: E402
@@ -46,40 +46,18 @@ from deepcomp.models import _registry, create  # noqa: E402
 from deepcomp.stagefile import StageFile, recording_command, save_stage  # noqa: E402
 
 
-class Tiny(nn.Module):
-    """tests/test_dcfile.py's 4 -> 3 -> 3 -> 2 network (the golden tiny files name it)."""
-
-    def __init__(self, num_classes=2, in_chans=1, img_size=2):
-        super().__init__()
-        self.fc1 = nn.Linear(in_chans * img_size * img_size, 3)
-        self.fc2 = nn.Linear(3, 3)
-        self.fc3 = nn.Linear(3, num_classes)
-
-    def forward(self, x):
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(1))))))
+def _test_module(name: str):
+    """A module of tests/: the tiny network and stage the golden files are made of live in
+    tests/test_dcfile.py, one copy for the tests and this check."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-_registry.register(_registry.ModelInfo("dctiny", Tiny, (1, 2, 2), 2, 35, "test"))
-
-
-def tiny_stage() -> StageFile:
-    """tests/test_dcfile.py's tiny stage (docs/FORMAT.md, "The tiny file")."""
-    cb1 = torch.tensor([-0.5, 0.25, 0.75, 1.0])
-    idx1 = torch.tensor([[3, -1, -1, 0], [-1, -1, -1, -1], [1, 1, -1, 2]], dtype=torch.int16)
-    cb3 = torch.tensor([-1.0, 2.0])
-    idx3 = torch.tensor([[0, 1, 1], [1, 0, 0]], dtype=torch.int16)
-    fc2 = torch.tensor([[0.0, 1.5, 0.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 0.125]])
-    sd = {"fc1.weight": torch.where(idx1 >= 0, cb1[idx1.long().clamp(min=0)], torch.tensor(0.0)),
-          "fc1.bias": torch.tensor([0.5, -0.5, 1.0]),
-          "fc2.weight": fc2, "fc2.bias": torch.tensor([0.0, 0.25, -0.25]),
-          "fc3.weight": cb3[idx3.long()], "fc3.bias": torch.tensor([1.0, -1.0])}
-    masks = {"fc1.weight": idx1 >= 0, "fc2.weight": fc2 != 0}
-    quant = {"fc1.weight": {"codebook": cb1, "indices": idx1, "bits": 2, "init": "linear"},
-             "fc3.weight": {"codebook": cb3, "indices": idx3, "bits": 1, "init": "linear"}}
-    data = {"spec": "synthetic:1x2x2", "mean": [0.5], "std": [0.25], "input_size": [1, 2, 2],
-            "classes": ["a", "b"], "augment": "none"}
-    return StageFile({"name": "dctiny", "kwargs": {"num_classes": 2}}, data, sd, masks, quant,
-                     [{"stage": "baseline", "metrics": {"top1": 50.0}}])
+_dcfile = _test_module("test_dcfile")
+tiny_stage = _dcfile.tiny_stage
+_registry.register(_registry.ModelInfo("dctiny", _dcfile.Tiny, (1, 2, 2), 2, 35, "test"))
 
 
 def resnet_stage() -> StageFile:

@@ -7,6 +7,7 @@
     python tools/reproduce.py resnet20-gradual   # the same, gradual LAMP pruning + distillation
     python tools/reproduce.py resnet20-27   # the same over 27 epochs, sensitivity bits, float16 dense
     python tools/reproduce.py resnet20-30   # 6 fine-tuning epochs, batch norm folded (same pruning)
+    python tools/reproduce.py resnet20-28   # 3 bits, 4 fine-tuning epochs (shipped)
     python tools/reproduce.py study-schemes  # a pruning study of docs/STUDIES.md (tools/studies.py)
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
@@ -39,20 +40,21 @@ RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 LENET300_TRAIN = ["train", "--model", "lenet300", "--data", MNIST, "--epochs", "30", "--lr", "0.1"]
 
 
-def _resnet20_long(epochs: int, finetune: int, encoding: list, what: str) -> dict:
-    """Gradual LAMP pruning to 85% over 24 epochs with distillation, 4 bits on average from a
-    sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding (re-evaluated)."""
+def _resnet20_long(epochs: int, finetune: int, encoding: list, what: str, bits: float = 4,
+                   name: str | None = None) -> dict:
+    """Gradual LAMP pruning to 85% over 24 epochs with distillation, ``bits`` bits on average
+    from a sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding (re-evaluated)."""
     return {
         "title": f"ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 f"pruning to 85% with distillation over 24 epochs, 4 bits per weight on average "
-                 f"from a sensitivity scan, {finetune} fine-tuning epochs, {what} (lossy, "
+                 f"pruning to 85% with distillation over 24 epochs, {bits:g} bits per weight on "
+                 f"average from a sensitivity scan, {finetune} fine-tuning epochs, {what} (lossy, "
                  f"re-evaluated): {epochs} epochs in all",
         "steps": [
-            (f"resnet20-{epochs}.dc", ["compress", str(RESNET20), "--model", "resnet20",
+            (f"{name or f'resnet20-{epochs}'}.dc", ["compress", str(RESNET20), "--model", "resnet20",
                                        "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
                                        "--gradual", "--retrain-epochs", "24",
                                        "--retrain-lr", "0.02", "--weight-decay", "1e-4",
-                                       "--distill", "--bits", "auto:4",
+                                       "--distill", "--bits", f"auto:{bits:g}",
                                        "--finetune-epochs", str(finetune), *encoding]),
         ],
     }
@@ -127,6 +129,9 @@ RECIPES = {
     "resnet20-27": _resnet20_long(27, 3, ["--float16"], "float16 dense tensors"),
     "resnet20-30": _resnet20_long(30, 6, ["--fold-bn", "--float16"],
                                   "batch norm folded and dense tensors float16"),
+    "resnet20-28": {**_resnet20_long(28, 4, ["--fold-bn", "--float16"],
+                                     "batch norm folded and dense tensors float16", bits=3),
+                    "ship": "resnet20-cifar10.dc"},
     "resnet20-35": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
                  "pruning to 88% with distillation over 40 epochs, 3.5 bits per weight on "
