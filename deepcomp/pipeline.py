@@ -21,7 +21,7 @@ from .loading import load_stage
 from .models import create
 from .prune import PruneConfig, _setting, prunable_names, prune
 from .quantize import QuantizeConfig, layer_bits, quantize
-from .resume import Checkpoint, _first_difference, fingerprint
+from .resume import Checkpoint, _first_difference, default_settings, fingerprint, settings
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
@@ -62,30 +62,22 @@ def stage_paths(out: str) -> dict:
 def _key(cfg, upstream: StageFile) -> str:
     """What a finished stage depends on: its options and the history it was built on."""
     basis = [(r.get("stage"), r.get("wall_time")) for r in upstream.history]
-    return json.dumps([_settings(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
-
-
-def _settings(d: dict) -> dict:
-    """A config's settings as a finished stage records them: whether progress bars are shown
-    changes nothing."""
-    return {k: {kk: vv for kk, vv in v.items() if kk != "progress"} if k in ("train", "finetune")
-            and isinstance(v, dict) else v for k, v in d.items()}
+    return json.dumps([settings(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
 
 
 def _same_key(old: str, new: str, cfg) -> bool:
-    """Whether a finished stage's key is ``new``'s; settings added since it was made (absent
-    from it) count as the same while they have their defaults."""
+    """Whether a finished stage's key ``old`` is ``new``; settings added since it was made
+    (absent from it) count as the same while they have their defaults."""
     try:
         old_obj = json.loads(old)
     except (TypeError, ValueError):
         return False
-    defaults = [_settings(type(cfg)().to_dict()), None, None]
-    return _first_difference(old_obj, json.loads(new), defaults=defaults) is None \
-        if isinstance(old_obj, list) and len(old_obj) == 3 else False
+    return _first_difference(old_obj, json.loads(new),
+                             defaults=[default_settings(cfg), None, None]) is None
 
 
-def _resume(path: str, key: str, log, template=None, force: bool = False,
-            cfg=None) -> StageFile | None:
+def _resume(path: str, key: str, cfg, log, template=None,
+            force: bool = False) -> StageFile | None:
     """The finished stage at ``path`` when the same request made it; None when there is none.
     A file there made by other settings (or not a stage file) is an error unless ``force``:
     compress never silently replaces what another run made."""
@@ -96,7 +88,7 @@ def _resume(path: str, key: str, log, template=None, force: bool = False,
     except DeepcompError:
         sf = None
     old = sf.history[-1].get("pipeline_key") if sf is not None and sf.history else None
-    if old == key or (old is not None and cfg is not None and _same_key(old, key, cfg)):
+    if old is not None and _same_key(old, key, cfg):
         log(f"resuming: {path} is finished, skipping its stage")
         return sf
     if not force:
@@ -126,8 +118,7 @@ def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Da
     """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume)."""
     return Checkpoint(f"{out}.ckpt", fingerprint(stage, config.to_dict(), upstream,
                                                  data.spec if data is not None else None),
-                      restart=restart, log=log,
-                      defaults={"config": _settings(type(config)().to_dict())})
+                      restart=restart, log=log, defaults={"config": default_settings(config)})
 
 
 def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: CompressConfig | None = None,
@@ -145,7 +136,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     teacher = sf.build_model() if distill else None
 
     key = _key(cfg.prune, sf)
-    pruned = _resume(paths["pruned"], key, log, sf.template, force, cfg.prune)
+    pruned = _resume(paths["pruned"], key, cfg.prune, log, sf.template, force)
     if pruned is None:
         log("== prune")
         ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
@@ -155,7 +146,7 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         ckpt.remove()
 
     key = _key(cfg.quantize, pruned)
-    quantized = _resume(paths["quantized"], key, log, sf.template, force, cfg.quantize)
+    quantized = _resume(paths["quantized"], key, cfg.quantize, log, sf.template, force)
     if quantized is None and os.path.exists(out) and not force:
         raise UsageError(f"{out} exists and was not made by these settings: give --force to "
                          "replace it, or another output name")

@@ -27,6 +27,7 @@ from .errors import CheckpointError, DeepcompError
 from .stagefile import atomic_write
 
 __all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint",
+           "settings", "default_settings",
            "save_then_check", "training"]
 
 CKPT_FORMAT = "deepcomp-resume/1"
@@ -114,17 +115,32 @@ def state_digest(state_dict: dict, masks: dict | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def settings(config: dict) -> dict:
+    """A config's settings (``to_dict()``) as a run's identity holds them: whether progress bars
+    are shown changes nothing. The checkpoint's fingerprint and the pipeline's finished-stage
+    key both read them through this."""
+    if isinstance(config, dict):
+        return {k: settings(v) for k, v in config.items() if k != "progress"}
+    return config
+
+
+def _plain(x):
+    """``x`` as it reads back from JSON (tuples as lists, other values as their strings)."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def default_settings(config) -> dict:
+    """The settings of ``config``'s class at their defaults, as an identity holds them: what a
+    setting absent from an older identity is read against (:func:`_first_difference`)."""
+    return _plain(settings(type(config)().to_dict()))
+
+
 def fingerprint(stage: str, config: dict, upstream, data_spec: str | None) -> dict:
     """What a stage's result depends on: its settings, its input and its data. ``upstream`` is
     the input StageFile, identified by its architecture and a digest of its weights and masks."""
-    def strip(x):     # whether progress bars are shown changes nothing
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k != "progress"}
-        return x
-    return json.loads(json.dumps({"stage": stage, "config": strip(config), "data": data_spec,
-                                  "arch": upstream.arch,
-                                  "input": state_digest(upstream.state_dict, upstream.masks)},
-                                 default=str))
+    return _plain({"stage": stage, "config": settings(config), "data": data_spec,
+                   "arch": upstream.arch,
+                   "input": state_digest(upstream.state_dict, upstream.masks)})
 
 
 def _first_difference(old, new, path="", defaults=None) -> str | None:
