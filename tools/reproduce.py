@@ -134,17 +134,15 @@ RECIPES = {
                     "ship": "resnet20-cifar10.dc"},
     "resnet20-35": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 88% with distillation over 40 epochs, 3.5 bits per weight on "
-                 "average from a sensitivity scan, 8 fine-tuning epochs, batch norm folded, "
-                 "float16 dense tensors and biases shared by 4-bit k-means (lossy, "
-                 "re-evaluated): 48 epochs in all",
+                 "pruning to 88% with distillation over 40 epochs, 3 bits per weight on "
+                 "average from a sensitivity scan, 8 fine-tuning epochs, batch norm folded "
+                 "and dense tensors float16 (lossy, re-evaluated): 48 epochs in all",
         "steps": [
             ("resnet20-35.dc", ["compress", str(RESNET20), "--model", "resnet20",
                                 "--data", CIFAR, "--method", "lamp", "--sparsity", "0.88",
                                 "--gradual", "--retrain-epochs", "40", "--retrain-lr", "0.02",
-                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:3.5",
-                                "--finetune-epochs", "8", "--fold-bn", "--float16",
-                                "--dense-bits", "4"]),
+                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:3",
+                                "--finetune-epochs", "8", "--fold-bn", "--float16"]),
         ],
         "ship": "resnet20-cifar10.dc",
     },
