@@ -22,7 +22,7 @@ from . import dist
 from ._version import __version__
 from .analysis import parse_range, sensitivity, subset, sweep
 from .checks import RANGES as R, Range, Setting
-from .data import DATA_HELP, load_data
+from .data import AUGMENTS, DATA_HELP, load_data
 from .encode import EncodeConfig, check_dense_bits, encode
 from .errors import DeepcompError, UsageError
 from .export import DEFAULT_OPSET, to_onnx
@@ -223,6 +223,11 @@ def add_train_args(p, prefix="", epochs=None, lr=None, help_epochs="training epo
                    help="learning-rate schedule; step: x0.1 at 50%% and 75%% (default: %(default)s)")
     p.add_argument("--warmup-epochs", type=R["warmup_epochs"], default=d.warmup_epochs,
                    help="linear warm-up from a tenth of the rate (default: %(default)s)")
+    p.add_argument("--augment", default=d.augment, choices=["auto", *AUGMENTS],
+                   help="augmentation of the training batches; shift: random translation by up "
+                        "to 2 pixels; crop_flip: 4-pixel padded crop and horizontal flip; auto: "
+                        "the data set's own (crop_flip for CIFAR-10, else none) "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=R["seed"], default=d.seed,
                    help="seed of the data order and of k-means (default: %(default)s)")
     p.add_argument("--compile", default=d.compile, choices=["auto", "on", "off"],
@@ -509,7 +514,7 @@ def _shared_train(a, **over):
         extra = dict(distill_weight=_distill_weight(a), distill_temperature=a.distill_temperature)
     return TrainConfig(batch_size=a.batch_size, momentum=a.momentum, weight_decay=a.weight_decay,
                        schedule=a.schedule, warmup_epochs=a.warmup_epochs, seed=a.seed,
-                       compile=a.compile, precision=a.precision,
+                       compile=a.compile, precision=a.precision, augment=a.augment,
                        device=a.device, progress=not a.no_progress, **extra, **over)
 
 
@@ -637,7 +642,7 @@ def _p_export(s):
 # --- options that do not apply -------------------------------------------------------------
 
 _TRAINING = ("batch_size", "momentum", "weight_decay", "schedule", "warmup_epochs", "compile",
-             "precision", "distill", "distill_weight", "distill_temperature", "teacher")
+             "precision", "augment", "distill", "distill_weight", "distill_temperature", "teacher")
 
 
 def given_options(parser, argv: list[str]) -> set[str]:

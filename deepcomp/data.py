@@ -28,6 +28,11 @@ __all__ = ["Dataset", "load_data", "Batches", "DATA_HELP"]
 
 DATA_HELP = "digits | mnist:DIR | cifar10:DIR | imagefolder:DIR | synthetic[:CxHxW]"
 
+# Training augmentations, applied to whole batches: crop_flip is the CIFAR ResNets' (He et al.
+# 2016: 4-pixel zero padding, random 32x32 crop, horizontal flip); shift is a random translation
+# by up to 2 pixels without flip, for digits (Simard et al. 2003 train MNIST on such shifts).
+AUGMENTS = ("none", "shift", "crop_flip")
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 # The pretrained ResNet-20 in ../shared/models was trained with these (ImageNet) statistics.
@@ -46,7 +51,7 @@ class Dataset:
     mean: tuple
     std: tuple
     classes: list = field(default_factory=list)
-    augment: str = "none"          # "none" or "crop_flip" (random crop with 4-pixel padding + h-flip)
+    augment: str = "none"          # one of AUGMENTS: the data set's own training augmentation
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -284,20 +289,27 @@ class Batches:
             x = self.x[b]
             if self.augment == "crop_flip":
                 x = crop_flip(x, g)
+            elif self.augment == "shift":
+                x = crop_flip(x, g, pad=2, flip=False)
             x = (x.float() - self.mean) * self.inv_std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.y[b]
 
 
-def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch."""
+def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4, flip: bool = True
+              ) -> torch.Tensor:
+    """Random crop with zero padding and (``flip``) random horizontal flip, for a whole uint8
+    batch. Without the flip it is a random translation by up to ``pad`` pixels each way."""
     n, c, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
-    flip = torch.rand(n, generator=g).to(dev) < 0.5
+    if flip:
+        flip = torch.rand(n, generator=g).to(dev) < 0.5
+    else:
+        flip = torch.zeros(n, dtype=torch.bool, device=dev)
     cols = torch.arange(w, device=dev)
     cols = torch.where(flip[:, None], cols.flip(0), cols) + dx[:, None]          # [n, w]
     rows = torch.arange(h, device=dev) + dy[:, None]                              # [n, h]

@@ -19,7 +19,7 @@ from torch import nn
 from . import dist
 from . import resume as rs
 from .checks import RANGES, check_fields
-from .data import Batches, Dataset
+from .data import AUGMENTS, Batches, Dataset
 from .errors import UsageError
 
 __all__ = ["TrainConfig", "fit", "evaluate", "resolve_device", "resolve_precision",
@@ -38,6 +38,9 @@ class TrainConfig:
     schedule: str = "cosine"      # cosine | step (x0.1 at 50% and 75%) | constant
     warmup_epochs: float = 0.0    # linear warm-up from lr/10
     label_smoothing: float = 0.0
+    # Augmentation of the training batches (data.AUGMENTS); auto: the data set's own (crop_flip
+    # for CIFAR-10, none for the others).
+    augment: str = "auto"
     # Knowledge distillation from a teacher (the stage's input model): the loss is
     # (1 - w) * cross-entropy + w * T^2 * KL(teacher_T || student_T), Hinton et al. 2015.
     # w = 0.9 and T = 4 are the KD settings of Tian et al. 2020 (CRD) for CIFAR; w = 0: none.
@@ -72,7 +75,8 @@ class TrainConfig:
         for name, value, choices in (("schedule", self.schedule, ("cosine", "step", "constant")),
                                      ("compile", self.compile, ("auto", "on", "off")),
                                      ("precision", self.precision, PRECISIONS),
-                                     ("channels_last", self.channels_last, ("auto", "on", "off"))):
+                                     ("channels_last", self.channels_last, ("auto", "on", "off")),
+                                     ("augment", self.augment, ("auto",) + AUGMENTS)):
             if value not in choices:
                 raise UsageError(f"train.{name} must be one of {', '.join(choices)}, "
                                  f"got {value!r}")
@@ -322,7 +326,8 @@ class _Run:
                 model, device_ids=[device.index] if cuda else None)
         self.opt = _sgd(model, cfg, params)
         self.batches = Batches(data.train_x, data.train_y, cfg.batch_size, data.mean, data.std,
-                               shuffle=True, augment=data.augment, seed=cfg.seed, device=device,
+                               shuffle=True, seed=cfg.seed, device=device,
+                               augment=data.augment if cfg.augment == "auto" else cfg.augment,
                                rank=dist.rank(), world_size=dist.world_size(), drop_last=False,
                                channels_last=self.channels_last)
         self.steps = len(self.batches)

@@ -140,6 +140,41 @@ def test_crop_flip_moves_pixels_within_padding():
     assert torch.equal(y, again)                              # the seed decides it all
 
 
+def test_shift_translates_without_mirroring(digits):
+    """--augment shift (for digits): every training image is its input moved by at most 2
+    pixels each way, never mirrored, and some move; none leaves the images as they are."""
+    x = digits.train_x[:64]
+    y = torch.arange(64)
+    moved = Batches(x, y, 64, (0.0,), (1 / 255,), augment="shift")
+    kept = Batches(x, y, 64, (0.0,), (1 / 255,), augment="none")
+    (xs, _), = list(moved)
+    (xk, _), = list(kept)
+    assert torch.equal(xk, x.float())
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2)).float()
+    offsets = []
+    for i in range(64):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(xs[i], padded[i, :, dy:dy + h, dx:dx + w])]
+        assert found, f"image {i} is not a translation of its input"
+        offsets.append(found)
+    assert any((2, 2) not in f for f in offsets)              # some images moved
+
+
+def test_training_takes_the_augmentation_it_is_given(digits):
+    """TrainConfig.augment: auto keeps the data set's own; a choice overrides it; an unknown
+    one is refused before training."""
+    from deepcomp.errors import UsageError
+    from deepcomp.models import create
+    from deepcomp.train import TrainConfig, _Run
+    model = create("lenet300", num_classes=10, in_chans=1, img_size=8)
+    for asked, used in (("auto", "none"), ("shift", "shift")):
+        cfg = TrainConfig(epochs=1, augment=asked, compile="off", progress=False).check()
+        assert _Run(model, digits, cfg, None, None).batches.augment == used
+    with pytest.raises(UsageError, match="train.augment must be one of"):
+        TrainConfig(augment="rotate").check()
+
+
 def test_batches_normalize_and_shard(digits):
     b = Batches(digits.train_x, digits.train_y, 100, digits.mean, digits.std)
     x = torch.cat([xb for xb, _ in b])
