@@ -13,18 +13,33 @@ from typing import Callable
 
 from .errors import UsageError
 
-__all__ = ["LayerSetting", "parse_setting", "resolve_setting"]
+__all__ = ["LayerSetting", "as_setting", "parse_setting", "resolve_setting", "setting_text"]
 
 _UNSET = object()      # a layer that no pattern names: it takes the caller's default
 
 
 class LayerSetting:
-    def __init__(self, pairs: list[tuple[str, object]], default=None):
+    """``PATTERN=VALUE`` pairs (the last match wins) and a default. ``text`` is what it was
+    written as, kept so that records and run identities hold the setting as the user gave it."""
+
+    def __init__(self, pairs: list[tuple[str, object]], default=None, text: str | None = None):
         self.pairs = pairs
         self.default = default
+        self.text = text
 
     def __repr__(self):
+        if self.text is not None:
+            return self.text
         return ",".join(f"{p}={v}" for p, v in self.pairs) or f"*={self.default}"
+
+    def __eq__(self, other):
+        return isinstance(other, LayerSetting) and (self.pairs, self.default) == \
+            (other.pairs, other.default)
+
+    def single(self):
+        """The value of a setting written as one plain value (``'0.9'``); None for patterns."""
+        plain = self.text is not None and "=" not in self.text and len(self.pairs) == 1
+        return self.pairs[0][1] if plain else None
 
     def resolve(self, names: list[str]) -> dict[str, object]:
         """The value for every parameter name in ``names`` (given in model order)."""
@@ -72,7 +87,31 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
             raise UsageError(f"bad {what} {val.strip()!r} for {pat!r} in {text!r}") from None
     if not pairs and default is None:
         raise UsageError(f"empty per-layer setting {text!r}")
-    return LayerSetting(pairs, default)
+    return LayerSetting(pairs, default, text=str(text))
+
+
+def as_setting(value, what: str = "value", convert: Callable[[str], object] = float):
+    """A setting as a config holds it, parsed once: a number stays a number (``convert``ed);
+    a ``{pattern: value}`` dict, a LayerSetting or its text (``'0.9'``, ``'*=0.9,first=0.5'``)
+    becomes a LayerSetting that remembers its text. Bad text is a UsageError here, not at use."""
+    if isinstance(value, LayerSetting):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return convert(value)
+    if isinstance(value, dict):
+        return LayerSetting(list(value.items()), text=setting_text(value))
+    if isinstance(value, str):
+        return parse_setting(value, convert, what)
+    raise UsageError(f"{what} must be a number, a {{pattern: value}} dict or a setting string "
+                     f"like '*=0.9,first=0.5', got {value!r}")
+
+
+def setting_text(value) -> str:
+    """The text a setting is recorded as: a number as Python writes it, a dict as
+    ``pattern=value`` pairs, a parsed setting as it was written."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def _layer(name: str) -> str:

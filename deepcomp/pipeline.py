@@ -20,8 +20,8 @@ from .errors import DeepcompError, UsageError
 from .loading import load_stage
 from .models import create
 from .prune import PruneConfig, _setting, prunable_names, prune
-from .quantize import QuantizeConfig, layer_bits, quantize
-from .resume import Checkpoint, _first_difference, default_settings, fingerprint, settings
+from .quantize import AutoBits, QuantizeConfig, layer_bits, quantize
+from .resume import Checkpoint, _first_difference, default_settings, fingerprint
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
@@ -59,24 +59,32 @@ def stage_paths(out: str) -> dict:
     return {"pruned": f"{stem}.pruned.pt", "quantized": f"{stem}.quantized.pt", "encoded": out}
 
 
-def _key(cfg, upstream: StageFile) -> str:
-    """What a finished stage depends on: its options and the history it was built on."""
-    basis = [(r.get("stage"), r.get("wall_time")) for r in upstream.history]
-    return json.dumps([settings(cfg.to_dict()), basis, upstream.arch], sort_keys=True, default=str)
+def _key(stage: str, cfg, upstream: StageFile, data: Dataset | None) -> str:
+    """What a finished stage depends on, as its stage file records it (``pipeline_key``): the
+    same identity as its checkpoint's, :func:`deepcomp.resume.fingerprint`, as JSON."""
+    return json.dumps(fingerprint(stage, cfg.to_dict(), upstream,
+                                  data.spec if data is not None else None), sort_keys=True)
 
 
-def _same_key(old: str, new: str, cfg) -> bool:
+def _same_key(old: str, new: str, cfg, upstream: StageFile) -> bool:
     """Whether a finished stage's key ``old`` is ``new``; settings added since it was made
     (absent from it) count as the same while they have their defaults."""
     try:
         old_obj = json.loads(old)
     except (TypeError, ValueError):
         return False
-    return _first_difference(old_obj, json.loads(new),
-                             defaults=[default_settings(cfg), None, None]) is None
+    new_obj = json.loads(new)
+    if isinstance(old_obj, list) and len(old_obj) == 3:
+        # files made before 2026-12-05 keyed a stage by [settings, the upstream's history, arch]
+        basis = [[r.get("stage"), r.get("wall_time")] for r in upstream.history]
+        if old_obj[1:] != json.loads(json.dumps([basis, upstream.arch], default=str)):
+            return False
+        old_obj = {**new_obj, "config": old_obj[0]}
+    return _first_difference(old_obj, new_obj,
+                             defaults={"config": default_settings(cfg)}) is None
 
 
-def _resume(path: str, key: str, cfg, log, template=None,
+def _resume(path: str, key: str, cfg, upstream: StageFile, log,
             force: bool = False) -> StageFile | None:
     """The finished stage at ``path`` when the same request made it; None when there is none.
     A file there made by other settings (or not a stage file) is an error unless ``force``:
@@ -84,11 +92,11 @@ def _resume(path: str, key: str, cfg, log, template=None,
     if not os.path.exists(path):
         return None
     try:
-        sf = load_stage(path, template=template)
+        sf = load_stage(path, template=upstream.template)
     except DeepcompError:
         sf = None
     old = sf.history[-1].get("pipeline_key") if sf is not None and sf.history else None
-    if old is not None and _same_key(old, key, cfg):
+    if old is not None and _same_key(old, key, cfg, upstream):
         log(f"resuming: {path} is finished, skipping its stage")
         return sf
     if not force:
@@ -104,7 +112,7 @@ def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
     model = sf.build_model()
     names = prunable_names(model)
     _setting(cfg.prune, names)
-    if not str(cfg.quantize.bits).startswith("auto"):
+    if not isinstance(cfg.quantize.bits, AutoBits):
         layer_bits(sf.state_dict, cfg.quantize.bits, sf.aliases())
     if cfg.encode.index_bits:
         resolve_index_bits(replace(sf, masks=dict.fromkeys(names)), cfg.encode.index_bits)
@@ -116,8 +124,7 @@ def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
 def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Dataset | None,
                      restart: bool = False, log=print):
     """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume)."""
-    return Checkpoint(f"{out}.ckpt", fingerprint(stage, config.to_dict(), upstream,
-                                                 data.spec if data is not None else None),
+    return Checkpoint(f"{out}.ckpt", json.loads(_key(stage, config, upstream, data)),
                       restart=restart, log=log, defaults={"config": default_settings(config)})
 
 
@@ -135,8 +142,8 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     distill = cfg.prune.train.distill_weight > 0 or cfg.quantize.finetune.distill_weight > 0
     teacher = sf.build_model() if distill else None
 
-    key = _key(cfg.prune, sf)
-    pruned = _resume(paths["pruned"], key, cfg.prune, log, sf.template, force)
+    key = _key("prune", cfg.prune, sf, data)
+    pruned = _resume(paths["pruned"], key, cfg.prune, sf, log, force)
     if pruned is None:
         log("== prune")
         ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
@@ -145,8 +152,8 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
         save_stage(paths["pruned"], pruned)
         ckpt.remove()
 
-    key = _key(cfg.quantize, pruned)
-    quantized = _resume(paths["quantized"], key, cfg.quantize, log, sf.template, force)
+    key = _key("quantize", cfg.quantize, pruned, data)
+    quantized = _resume(paths["quantized"], key, cfg.quantize, pruned, log, force)
     if quantized is None and os.path.exists(out) and not force:
         raise UsageError(f"{out} exists and was not made by these settings: give --force to "
                          "replace it, or another output name")

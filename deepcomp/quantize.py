@@ -32,7 +32,7 @@ from .checks import check_fields
 from .data import Dataset
 from .dc.format import MAX_BITS     # the format allows 1..12 bits: 4,096 shared weights
 from .errors import CheckpointError, UsageError
-from .patterns import resolve_setting
+from .patterns import LayerSetting, as_setting, resolve_setting, setting_text
 from .sizes import default_weight_bits, is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
 from .train import Progress, TrainConfig, evaluate, fit
@@ -51,12 +51,36 @@ def _finetune_default() -> TrainConfig:
     return TrainConfig(epochs=1, lr=1e-4)
 
 
+@dataclass(frozen=True)
+class AutoBits:
+    """``bits='auto:B'``: per-layer bits from a sensitivity scan (deepcomp.allocate), ``mean``
+    bits on average over the kept weights; ``text`` is how it was written."""
+    mean: float
+    text: str | None = field(default=None, compare=False)
+
+    def __str__(self):
+        return self.text if self.text is not None else f"auto:{self.mean:g}"
+
+
+def typed_bits(value):
+    """``QuantizeConfig.bits`` parsed once: None (the paper's), AutoBits, or bits per layer
+    (an int, or a LayerSetting: ``'*=5,conv*=8'``)."""
+    if value is None or isinstance(value, AutoBits):
+        return value
+    if isinstance(value, str) and value.strip().startswith("auto"):
+        try:
+            return AutoBits(float(value.strip().partition(":")[2]), value)
+        except ValueError:
+            raise UsageError(f"--bits: expected auto:MEAN (e.g. auto:4), got {value!r}") from None
+    return as_setting(value, "bits", int)
+
+
 @dataclass
 class QuantizeConfig:
     """Options of :func:`quantize`; the defaults are the paper's (section 3, Figure 8)."""
     # None: 8 conv, 5 fc (paper, sec. 3); or '*=5,conv*=8'; or 'auto:4': per-layer bits from a
     # sensitivity scan, 4 on average over the kept weights (deepcomp.allocate)
-    bits: str | int | None = None
+    bits: int | LayerSetting | AutoBits | None = None
     scan_images: int = 1000         # auto bits: training images the scan evaluates on
     init: str = "linear"            # linear | density | forgy; linear: the paper's best (Fig. 8)
     finetune: TrainConfig = field(default_factory=_finetune_default)  # epochs=0: none
@@ -68,10 +92,12 @@ class QuantizeConfig:
     # far below the spread of a cluster); False keeps float32 centroids.
     float16_codebooks: bool = True
 
+    def __post_init__(self):
+        self.bits = typed_bits(self.bits)
+
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["bits"] = None if self.bits is None else str(self.bits)
-        return d
+        """Plain data; the bits as their text (what records and run identities hold)."""
+        return {**asdict(self), "bits": None if self.bits is None else setting_text(self.bits)}
 
 
 # --- one-dimensional k-means -----------------------------------------------------------------
@@ -338,10 +364,7 @@ def _auto_bits(sf: StageFile, data: Dataset | None, cfg: QuantizeConfig, aliases
     the layers it holds on, saved after each layer."""
     if saved is not None and "bits" in saved:
         return saved["bits"]
-    try:
-        target = float(str(cfg.bits).partition(":")[2])
-    except ValueError:
-        raise UsageError(f"--bits: expected auto:MEAN (e.g. auto:4), got {cfg.bits!r}") from None
+    target = cfg.bits.mean
     if data is None:
         raise UsageError("--bits auto measures every layer: it needs data")
     names = layer_bits(sf.state_dict, None, aliases)
@@ -390,7 +413,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
     t0 = time.perf_counter()
     aliases = sf.aliases()
     saved = checkpoint.load() if checkpoint is not None else None
-    if str(config.bits).startswith("auto"):
+    if isinstance(config.bits, AutoBits):
         bits = _auto_bits(sf, data, config, aliases, checkpoint, saved)
     else:
         bits = layer_bits(sf.state_dict, config.bits, aliases)
@@ -410,7 +433,7 @@ def quantize(sf: StageFile | nn.Module, data: Dataset | None, config: QuantizeCo
         if config.finetune.epochs > 0:
             if config.finetune.distill_weight > 0 and teacher is None:
                 teacher = sf.build_model()
-            auto = {"bits": bits} if str(config.bits).startswith("auto") else {}
+            auto = {"bits": bits} if isinstance(config.bits, AutoBits) else {}
             codebooks, epochs = _finetune(model, quant, data, config.finetune, teacher,
                                           checkpoint, config.float16_codebooks, saved, auto)
             for name, cb in codebooks.items():

@@ -224,7 +224,7 @@ class _Search:
         return cand
 
     def prune_step(self, upstream: StageFile, s: float) -> StageFile:
-        pcfg = PruneConfig(method=self.cfg.method, sparsity=str(s), iterations=1,
+        pcfg = PruneConfig(method=self.cfg.method, sparsity=s, iterations=1,
                            retrain_epochs=self.cfg.retrain_epochs, retrain_lr=self.retrain.lr,
                            min_keep=self.cfg.min_keep, train=self.retrain)
         return self._run(_name(s, None), upstream,

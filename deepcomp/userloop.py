@@ -51,14 +51,6 @@ def _adopt_torch_prune(model: nn.Module) -> None:
         apply_masks(model, {**(old.remove() if old is not None else {}), **masks})
 
 
-def _setting_text(value) -> str:
-    """A sparsity or s as the per-layer setting string the configs take: a number, or a
-    ``{pattern: value}`` dict."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
-
-
 def prune_masks(model: nn.Module, method: str = "global", sparsity=0.9, sensitivity=0.75,
                 min_keep: float = PruneConfig.min_keep, masks: dict | None = None,
                 data=None) -> dict:
@@ -69,8 +61,8 @@ def prune_masks(model: nn.Module, method: str = "global", sparsity=0.9, sensitiv
     spec = pruning_method(method)
     _adopt_torch_prune(model)
     names = prunable_names(model)
-    cfg = PruneConfig(method=method, sparsity=_setting_text(sparsity),
-                      sensitivity=_setting_text(sensitivity), min_keep=min_keep)
+    cfg = PruneConfig(method=method, sparsity=sparsity,
+                      sensitivity=sensitivity, min_keep=min_keep)
     setting = _setting(cfg, names)
     if spec.scan:
         if data is None:
@@ -146,8 +138,8 @@ class GradualSchedule(MaskHandle):
             raise UsageError("total_steps must be at least 1 and ramp_fraction in (0, 1]")
         _adopt_torch_prune(model)
         names = prunable_names(model)
-        cfg = PruneConfig(method=method, sparsity=_setting_text(sparsity),
-                          sensitivity=_setting_text(sensitivity))
+        cfg = PruneConfig(method=method, sparsity=sparsity,
+                          sensitivity=sensitivity)
         setting = _setting(cfg, names)
         params = dict(model.named_parameters())
         stds = {n: float(params[n].detach().float().std()) for n in names}
@@ -195,7 +187,7 @@ def share_weights(model: nn.Module, bits=5, init: str = "linear", masks: dict | 
     :class:`ShareHandle` whose codebooks are trainable (float16 numbers in every forward pass
     when ``float16``, as the .dc file stores them)."""
     _adopt_torch_prune(model)
-    cfg = QuantizeConfig(bits=_setting_text(bits), init=init, float16_codebooks=float16)
+    cfg = QuantizeConfig(bits=bits, init=init, float16_codebooks=float16)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     aliases = tied_names(model)
     per_layer = layer_bits(state, cfg.bits, aliases)

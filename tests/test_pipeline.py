@@ -106,6 +106,33 @@ def _drop(obj, name):
     return obj
 
 
+def test_stage_files_keyed_the_old_way_are_still_recognised(trained_lenet, digits, tmp_path):
+    """Stage files made before the pipeline key became the checkpoint's fingerprint hold
+    [settings, the input's history, arch]: such a file is reused when those match, and is
+    another request when its input's history differs (a retrained baseline)."""
+    import json
+
+    from deepcomp.resume import settings
+    from deepcomp.stagefile import save_stage
+    out = str(tmp_path / "m.dc")
+    cfg = _config()
+    compress(trained_lenet, digits, out, cfg, log=lambda *a: None)
+    pruned = load_stage(str(tmp_path / "m.pruned.pt"))
+
+    def keyed(basis):
+        pruned.history[-1]["pipeline_key"] = json.dumps(
+            [settings(cfg.prune.to_dict()), basis, trained_lenet.arch], sort_keys=True)
+        save_stage(str(tmp_path / "m.pruned.pt"), pruned)
+
+    keyed([(r.get("stage"), r.get("wall_time")) for r in trained_lenet.history])
+    logs = []
+    compress(trained_lenet, digits, out, _config(), log=logs.append)
+    assert sum("resuming" in line for line in logs) == 2
+    keyed([("baseline", 12.5)])                  # made from another input
+    with pytest.raises(UsageError, match="m.pruned.pt exists and was not made by these"):
+        compress(trained_lenet, digits, out, _config(), log=lambda *a: None)
+
+
 def test_files_of_an_older_version_resume_while_new_settings_keep_their_defaults(
         trained_lenet, digits, tmp_path, monkeypatch):
     """A run started before a setting existed (include_bias here) resumes after an upgrade, both

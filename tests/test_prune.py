@@ -227,3 +227,26 @@ def test_a_method_is_one_mask_function_and_one_line(trained_lenet, digits, monke
     assert all(torch.equal(m[n], out.masks[n]) for n in m)
     with pytest.raises(UsageError, match="every-other"):
         compute_masks({}, "magic", 0.5)
+
+
+def test_settings_are_parsed_once_into_typed_values():
+    """A config holds a sparsity as a float or a LayerSetting, bits as an int, a LayerSetting
+    or AutoBits, parsed when the config is made (bad text fails there); its plain data keeps
+    the text as written, which is what records and run identities hold."""
+    from deepcomp.patterns import LayerSetting
+    from deepcomp.quantize import AutoBits, QuantizeConfig
+    cfg = PruneConfig(method="layer", sparsity="*=0.9, first=0.5", sensitivity=1.2)
+    assert isinstance(cfg.sparsity, LayerSetting) and cfg.sparsity.pairs == [("*", 0.9), ("first", 0.5)]
+    assert cfg.sensitivity == 1.2 and isinstance(cfg.sensitivity, float)
+    d = cfg.to_dict()
+    assert (d["sparsity"], d["sensitivity"]) == ("*=0.9, first=0.5", "1.2")
+    assert PruneConfig(sparsity={"*": 0.8, "fc3": 0.5}).to_dict()["sparsity"] == "*=0.8,fc3=0.5"
+    assert PruneConfig(sparsity="0.90").to_dict()["sparsity"] == "0.90"
+    with pytest.raises(UsageError, match="bad sparsity 'lots'"):
+        PruneConfig(sparsity="lots")
+    q = QuantizeConfig(bits="auto:2.5")
+    assert q.bits == AutoBits(2.5) and q.to_dict()["bits"] == "auto:2.5"
+    assert QuantizeConfig(bits=4).bits == 4 and QuantizeConfig(bits=4).to_dict()["bits"] == "4"
+    assert QuantizeConfig(bits="*=5,conv*=8").bits.pairs == [("*", 5), ("conv*", 8)]
+    with pytest.raises(UsageError, match="expected auto:MEAN"):
+        QuantizeConfig(bits="auto:x")

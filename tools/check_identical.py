@@ -119,11 +119,19 @@ def stage_hash(sf: StageFile, wall_times: bool = True) -> str:
 
 
 def _no_wall(x):
+    """``x`` without wall times; a pipeline key as the settings it holds (its format changed
+    on 2026-12-05: [settings, the input's history, arch], then the checkpoint's fingerprint)."""
     if isinstance(x, dict):
-        return {k: _no_wall(v) for k, v in x.items() if k not in ("wall_time", "seconds")}
+        return {k: _no_wall(_key_settings(v) if k == "pipeline_key" else v)
+                for k, v in x.items() if k not in ("wall_time", "seconds")}
     if isinstance(x, list):
         return [_no_wall(v) for v in x]
     return x
+
+
+def _key_settings(key: str):
+    key = json.loads(key)
+    return key[0] if isinstance(key, list) else key["config"]
 
 
 def sha(b: bytes) -> str:

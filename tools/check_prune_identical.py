@@ -141,15 +141,17 @@ ERRORS = [
 
 
 def _plain(x):
-    """``x`` without timings, as JSON-able data; a pipeline key with its wall times dropped."""
+    """``x`` without timings, as JSON-able data; a pipeline key as the settings it holds (in
+    either format: [settings, the input's history with wall times, arch] before 2026-12-05,
+    the checkpoint's fingerprint since; the input itself is hashed with the stage that read it)."""
     if isinstance(x, dict):
         out = {}
         for k, v in x.items():
             if k in TIMINGS:
                 continue
             if k == "pipeline_key":
-                cfg, basis, arch = json.loads(v)
-                v = [cfg, [stage for stage, _ in basis], arch]
+                key = json.loads(v)
+                v = key[0] if isinstance(key, list) else key["config"]
             out[str(k)] = _plain(v)
         return out
     if isinstance(x, (list, tuple)):
