@@ -35,7 +35,7 @@ from .plots import plot_sensitivity, plot_sweep
 from .prune import PruneConfig, _default_retrain_lr, prune
 from .quantize import QuantizeConfig, quantize
 from .report import collapse_warnings, make_plots, read_inputs, report_text
-from .resume import Checkpoint, Stopped, fingerprint, handle_stop_signals
+from .resume import Checkpoint, Stopped, default_settings, fingerprint, handle_stop_signals
 from .search import SearchConfig, search
 from .sizes import format_ratio
 from .stagefile import atomic_write, check_writable, recording_command, save_stage
@@ -591,7 +591,8 @@ def _analysis_checkpoint(a, what: str, settings: dict, sf, data):
     """``OUTPUT.ckpt``: an analysis of many points saves each one there and resumes after the
     last one saved (deepcomp.resume); --restart discards it."""
     return Checkpoint(a.output + ".ckpt", fingerprint(what, settings, sf, data.spec),
-                      a.restart, log=main_print)
+                      a.restart, log=main_print,
+                      defaults={"config": {"retrain": default_settings(TrainConfig())}})
 
 
 def cmd_sweep(a):

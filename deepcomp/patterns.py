@@ -9,23 +9,28 @@ the most sensitive ones). ``*`` is the default. When several patterns match, the
 from __future__ import annotations
 
 import fnmatch
+import numbers
 from typing import Callable
 
 from .errors import UsageError
 
-__all__ = ["LayerSetting", "as_setting", "parse_setting", "resolve_setting", "setting_text"]
+__all__ = ["LayerSetting", "as_setting", "parse_setting", "recorded", "resolve_setting",
+           "setting_text"]
 
 _UNSET = object()      # a layer that no pattern names: it takes the caller's default
 
 
 class LayerSetting:
-    """``PATTERN=VALUE`` pairs (the last match wins) and a default. ``text`` is what it was
-    written as, kept so that records and run identities hold the setting as the user gave it."""
+    """``PATTERN=VALUE`` pairs (the last match wins) and a default. ``source`` is what it was
+    made from (the text, or a ``{pattern: value}`` dict), kept so that records and run
+    identities hold the setting as it was given; ``text`` is that as a string."""
 
-    def __init__(self, pairs: list[tuple[str, object]], default=None, text: str | None = None):
+    def __init__(self, pairs: list[tuple[str, object]], default=None, text: str | None = None,
+                 source=None):
         self.pairs = pairs
         self.default = default
         self.text = text
+        self.source = source if source is not None else text
 
     def __repr__(self):
         if self.text is not None:
@@ -33,8 +38,10 @@ class LayerSetting:
         return ",".join(f"{p}={v}" for p, v in self.pairs) or f"*={self.default}"
 
     def __eq__(self, other):
-        return isinstance(other, LayerSetting) and (self.pairs, self.default) == \
-            (other.pairs, other.default)
+        return isinstance(other, LayerSetting) and (self.source, self.pairs, self.default) == \
+            (other.source, other.pairs, other.default)
+
+    __hash__ = None
 
     def single(self):
         """The value of a setting written as one plain value (``'0.9'``); None for patterns."""
@@ -67,6 +74,8 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
                   default=None) -> LayerSetting:
     """Parse ``'0.75'`` or ``'*=0.75,conv1=0.3'``; numbers pass through unchanged."""
     if isinstance(text, LayerSetting):
+        if default is not None and text.default is None:      # the caller's default for layers
+            return LayerSetting(text.pairs, default, text.text, text.source)   # no pattern names
         return text
     if isinstance(text, (int, float)):
         return LayerSetting([("*", text)])
@@ -91,24 +100,36 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
 
 
 def as_setting(value, what: str = "value", convert: Callable[[str], object] = float):
-    """A setting as a config holds it, parsed once: a number stays a number (``convert``ed);
-    a ``{pattern: value}`` dict, a LayerSetting or its text (``'0.9'``, ``'*=0.9,first=0.5'``)
-    becomes a LayerSetting that remembers its text. Bad text is a UsageError here, not at use."""
+    """A setting as a config holds it, parsed once: a number stays the number it is (an
+    integral one for ``convert=int``); text (``'0.9'``, ``'*=0.9,first=0.5'``) or a ``{pattern:
+    value}`` dict becomes a LayerSetting that remembers it. Bad input is a UsageError here."""
     if isinstance(value, LayerSetting):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return convert(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = value.item() if hasattr(value, "item") else value         # numpy scalars
+        if convert is int:
+            if not float(value).is_integer():
+                raise UsageError(f"{what} must be a whole number, got {value!r}")
+            return int(value)
+        return value
     if isinstance(value, dict):
-        return LayerSetting(list(value.items()), text=setting_text(value))
+        parsed = parse_setting(setting_text(value), convert, what)
+        return LayerSetting(parsed.pairs, text=parsed.text, source=dict(value))
     if isinstance(value, str):
         return parse_setting(value, convert, what)
-    raise UsageError(f"{what} must be a number, a {{pattern: value}} dict or a setting string "
-                     f"like '*=0.9,first=0.5', got {value!r}")
+    raise UsageError(f"{what} must be a number, a {{pattern: value}} dict or per-layer text "
+                     f"('PATTERN=VALUE,...'), got {value!r}")
+
+
+def recorded(value):
+    """A setting as records and run identities hold it: as it was given (a number, the text,
+    the dict), so that parsing it changes nothing that was written before."""
+    return value.source if isinstance(value, LayerSetting) else value
 
 
 def setting_text(value) -> str:
-    """The text a setting is recorded as: a number as Python writes it, a dict as
-    ``pattern=value`` pairs, a parsed setting as it was written."""
+    """A setting as text: a number as Python writes it, a dict as ``pattern=value`` pairs, a
+    parsed setting as it was written."""
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items())
     return str(value)

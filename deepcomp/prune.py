@@ -45,7 +45,7 @@ from .checks import RANGES, check_fields
 from .data import Dataset
 from .errors import UsageError
 from .masks import METHODS, apply_masks, compute_masks, lamp_scores, pruning_method, sparsity_of
-from .patterns import LayerSetting, as_setting, resolve_setting, setting_text
+from .patterns import LayerSetting, as_setting, recorded, resolve_setting, setting_text
 from .sizes import is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
 from .train import TrainConfig, evaluate, fit
@@ -59,10 +59,12 @@ class PruneConfig:
     method: str = "std"               # std | global | layer | lamp | sensitivity
     # std: quality parameter s; threshold = s * std(layer weights) (Han 2015, section 4).
     # 0.75 prunes about half of a Gaussian layer in one shot; raise it, with retraining, for more.
-    sensitivity: float | LayerSetting = 0.75
+    sensitivity: float | LayerSetting = "0.75"
     # fraction pruned. global, lamp, sensitivity: one value; layer: per layer, a LayerSetting
-    # (given as its text '*=0.9,first=0.5' or a {pattern: value} dict: deepcomp.patterns)
-    sparsity: float | LayerSetting = 0.9
+    # (given as its text '*=0.9,first=0.5' or a {pattern: value} dict: deepcomp.patterns).
+    # Both are parsed when set; the defaults are text, as the command line gives them, so
+    # that records made with them read as before.
+    sparsity: float | LayerSetting = "0.9"
     iterations: int = 1               # K prune+retrain rounds (Han 2015: iterative beat one-shot)
     # global, lamp: every layer keeps at least this share of its weights (at least one), so no
     # layer collapses; 1% is below what any layer of the paper's Table 4 keeps (AlexNet fc: 9%).
@@ -87,14 +89,15 @@ class PruneConfig:
     retrain_lr: float | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=0.01))
 
-    def __post_init__(self):
-        self.sensitivity = as_setting(self.sensitivity, "sensitivity")
-        self.sparsity = as_setting(self.sparsity, "sparsity")
+    def __setattr__(self, name, value):
+        if name in ("sensitivity", "sparsity"):        # parsed once, whenever it is set
+            value = as_setting(value, name)
+        super().__setattr__(name, value)
 
     def to_dict(self):
-        """Plain data; the settings as their text (what records and run identities hold)."""
-        return {**asdict(self), "sensitivity": setting_text(self.sensitivity),
-                "sparsity": setting_text(self.sparsity)}
+        """Plain data; the settings as they were given (what records and identities hold)."""
+        return {**asdict(self), "sensitivity": recorded(self.sensitivity),
+                "sparsity": recorded(self.sparsity)}
 
 
 def prunable_names(sf_or_model, include_bias: bool = False) -> list[str]:
@@ -196,7 +199,8 @@ def _setting(cfg: PruneConfig, names: list[str]):
     """The per-layer values (dict) or the one global target (float) of ``cfg``, checked."""
     kind = pruning_method(cfg.method).setting
     if kind == "one":
-        setting = cfg.sparsity if isinstance(cfg.sparsity, float) else cfg.sparsity.single()
+        setting = cfg.sparsity.single() if isinstance(cfg.sparsity, LayerSetting) \
+            else cfg.sparsity
         if setting is None:
             raise UsageError(f"--sparsity: {cfg.method} pruning takes one value, got "
                              f"{setting_text(cfg.sparsity)!r}")

@@ -32,7 +32,7 @@ from .checks import check_fields
 from .data import Dataset
 from .dc.format import MAX_BITS     # the format allows 1..12 bits: 4,096 shared weights
 from .errors import CheckpointError, UsageError
-from .patterns import LayerSetting, as_setting, resolve_setting, setting_text
+from .patterns import LayerSetting, as_setting, recorded, resolve_setting
 from .sizes import default_weight_bits, is_prunable_weight, stage_sizes
 from .stagefile import StageFile, as_stage, stage_record
 from .train import Progress, TrainConfig, evaluate, fit
@@ -56,7 +56,7 @@ class AutoBits:
     """``bits='auto:B'``: per-layer bits from a sensitivity scan (deepcomp.allocate), ``mean``
     bits on average over the kept weights; ``text`` is how it was written."""
     mean: float
-    text: str | None = field(default=None, compare=False)
+    text: str | None = None
 
     def __str__(self):
         return self.text if self.text is not None else f"auto:{self.mean:g}"
@@ -92,12 +92,12 @@ class QuantizeConfig:
     # far below the spread of a cluster); False keeps float32 centroids.
     float16_codebooks: bool = True
 
-    def __post_init__(self):
-        self.bits = typed_bits(self.bits)
+    def __setattr__(self, name, value):
+        super().__setattr__(name, typed_bits(value) if name == "bits" else value)
 
     def to_dict(self) -> dict:
-        """Plain data; the bits as their text (what records and run identities hold)."""
-        return {**asdict(self), "bits": None if self.bits is None else setting_text(self.bits)}
+        """Plain data; the bits as the text they were given as (records, run identities)."""
+        return {**asdict(self), "bits": None if self.bits is None else str(recorded(self.bits))}
 
 
 # --- one-dimensional k-means -----------------------------------------------------------------

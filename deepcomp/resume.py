@@ -166,9 +166,23 @@ def _first_difference(old, new, path="", defaults=None) -> str | None:
             if diff:
                 return diff
         return None
-    if old != new:
+    if old != new and not _same_number(old, new):
         return f"{path.rstrip('.')} was {json.dumps(old)[:60]}, is {json.dumps(new)[:60]} now"
     return None
+
+
+def _same_number(a, b) -> bool:
+    """A number and its text are the same setting (0.9 given in Python, '0.9' on the command
+    line): configs keep a setting as it was given."""
+    if isinstance(a, str) == isinstance(b, str):
+        return False
+    text, num = (a, b) if isinstance(a, str) else (b, a)
+    if not isinstance(num, (int, float)) or isinstance(num, bool):
+        return False
+    try:
+        return float(text) == float(num)
+    except ValueError:
+        return False
 
 
 class Checkpoint:

@@ -47,7 +47,7 @@ from .loading import load_stage
 from .pipeline import lossy_metrics, stage_paths
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of
 from .quantize import QuantizeConfig, quantize
-from .resume import Checkpoint, Stopped, fingerprint
+from .resume import Checkpoint, Stopped, _first_difference, default_settings, fingerprint
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate
@@ -176,7 +176,8 @@ class _Search:
                 done = load_stage(path, template=self.sf.template)
             except DeepcompError:
                 done = None
-            if done is not None and done.history and done.history[-1].get("search_key") == key:
+            if done is not None and done.history and \
+                    self._same_key(done.history[-1].get("search_key"), key):
                 self.log(f"{what}: reusing {path}")
                 self.models[name] = done
                 return done
@@ -196,6 +197,17 @@ class _Search:
         ckpt.remove()
         self.models[name] = made
         return made
+
+    def _same_key(self, old, new: str) -> bool:
+        """Whether a candidate's recorded key is ``new``; settings added since it was made count
+        as the same while at their defaults (deepcomp.resume)."""
+        try:
+            (old_fp, old_name), (new_fp, new_name) = json.loads(old), json.loads(new)
+            old_fp, new_fp = json.loads(old_fp), json.loads(new_fp)
+        except (TypeError, ValueError):
+            return False
+        return old_name == new_name and _first_difference(
+            old_fp, new_fp, defaults={"config": default_settings(self.cfg)}) is None
 
     def _resuming(self, line: str) -> None:
         """deepcomp.prune's log, reduced to where it resumes (its rounds are the search's steps)."""

@@ -230,23 +230,37 @@ def test_a_method_is_one_mask_function_and_one_line(trained_lenet, digits, monke
 
 
 def test_settings_are_parsed_once_into_typed_values():
-    """A config holds a sparsity as a float or a LayerSetting, bits as an int, a LayerSetting
-    or AutoBits, parsed when the config is made (bad text fails there); its plain data keeps
-    the text as written, which is what records and run identities hold."""
+    """A config holds a sparsity as a number or a LayerSetting, bits as an int, a LayerSetting
+    or AutoBits, parsed when the field is set (bad input fails there); its plain data keeps
+    the setting as it was given, which is what records and run identities hold."""
+    import numpy as np
+
     from deepcomp.patterns import LayerSetting
-    from deepcomp.quantize import AutoBits, QuantizeConfig
+    from deepcomp.quantize import AutoBits, QuantizeConfig, layer_bits
     cfg = PruneConfig(method="layer", sparsity="*=0.9, first=0.5", sensitivity=1.2)
     assert isinstance(cfg.sparsity, LayerSetting) and cfg.sparsity.pairs == [("*", 0.9), ("first", 0.5)]
-    assert cfg.sensitivity == 1.2 and isinstance(cfg.sensitivity, float)
-    d = cfg.to_dict()
-    assert (d["sparsity"], d["sensitivity"]) == ("*=0.9, first=0.5", "1.2")
-    assert PruneConfig(sparsity={"*": 0.8, "fc3": 0.5}).to_dict()["sparsity"] == "*=0.8,fc3=0.5"
+    assert cfg.sensitivity == 1.2
+    assert (cfg.to_dict()["sparsity"], cfg.to_dict()["sensitivity"]) == ("*=0.9, first=0.5", 1.2)
+    as_dict = PruneConfig(sparsity={"*": 0.8, "fc3": 0.5})
+    assert as_dict.sparsity.pairs == [("*", 0.8), ("fc3", 0.5)]
+    assert as_dict.to_dict()["sparsity"] == {"*": 0.8, "fc3": 0.5}
     assert PruneConfig(sparsity="0.90").to_dict()["sparsity"] == "0.90"
-    with pytest.raises(UsageError, match="bad sparsity 'lots'"):
-        PruneConfig(sparsity="lots")
+    assert PruneConfig(sparsity=np.float32(0.5)).sparsity == 0.5
+    cfg.sparsity = "0.8"                                   # set later: parsed too
+    assert cfg.sparsity.single() == 0.8 and cfg.to_dict()["sparsity"] == "0.8"
+    for bad, msg in (("lots", "bad sparsity 'lots'"), ({"*": "x"}, "bad sparsity 'x'"),
+                     (True, "sparsity must be a number")):
+        with pytest.raises(UsageError, match=msg):
+            PruneConfig(sparsity=bad)
     q = QuantizeConfig(bits="auto:2.5")
-    assert q.bits == AutoBits(2.5) and q.to_dict()["bits"] == "auto:2.5"
+    assert q.bits.mean == 2.5 and isinstance(q.bits, AutoBits) and q.to_dict()["bits"] == "auto:2.5"
     assert QuantizeConfig(bits=4).bits == 4 and QuantizeConfig(bits=4).to_dict()["bits"] == "4"
-    assert QuantizeConfig(bits="*=5,conv*=8").bits.pairs == [("*", 5), ("conv*", 8)]
-    with pytest.raises(UsageError, match="expected auto:MEAN"):
-        QuantizeConfig(bits="auto:x")
+    q.bits = "*=5,conv*=8"
+    assert q.bits.pairs == [("*", 5), ("conv*", 8)]
+    sd = {"conv1.weight": torch.zeros(4, 1, 3, 3), "fc1.weight": torch.zeros(3, 4),
+          "fc2.weight": torch.zeros(2, 3)}
+    assert layer_bits(sd, QuantizeConfig(bits="fc2=3").bits) == \
+        {"conv1.weight": 8, "fc1.weight": 5, "fc2.weight": 3}      # unnamed layers: the paper's
+    for bad, msg in (("auto:x", "expected auto:MEAN"), (4.5, "whole number")):
+        with pytest.raises(UsageError, match=msg):
+            QuantizeConfig(bits=bad)

@@ -260,3 +260,14 @@ def test_a_stopped_analysis_resumes_after_its_last_point(tmp_path, trained_lenet
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(path))]
     assert rows(tmp_path / "run.csv") == rows(tmp_path / "ref.csv")
     assert not (tmp_path / "run.ckpt").exists()
+
+
+def test_a_setting_given_as_a_number_or_as_its_text_is_the_same_run():
+    """0.9 from Python and '0.9' from the command line are one request; other values, words
+    and booleans are not."""
+    from deepcomp.resume import _first_difference
+    assert _first_difference({"s": "0.9", "b": 4}, {"s": 0.9, "b": "4"}) is None
+    assert _first_difference({"s": "0.90"}, {"s": 0.9}) is None
+    assert "s was" in _first_difference({"s": "0.9"}, {"s": 0.8})
+    assert _first_difference({"s": "auto"}, {"s": 1}) is not None
+    assert _first_difference({"s": "1"}, {"s": True}) is not None
