@@ -7,7 +7,8 @@
     python tools/reproduce.py resnet20-gradual   # the same, gradual LAMP pruning + distillation
     python tools/reproduce.py resnet20-27   # the same over 27 epochs, sensitivity bits, float16 dense
     python tools/reproduce.py resnet20-30   # 6 fine-tuning epochs, batch norm folded (same pruning)
-    python tools/reproduce.py resnet20-28   # 3 bits, 4 fine-tuning epochs (shipped)
+    python tools/reproduce.py resnet20-28   # 3 bits, 4 fine-tuning epochs
+    python tools/reproduce.py resnet20-28d  # the same, biases and batch norm shared (shipped)
     python tools/reproduce.py study-schemes  # a pruning study of docs/STUDIES.md (tools/studies.py)
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
@@ -129,9 +130,12 @@ RECIPES = {
     "resnet20-27": _resnet20_long(27, 3, ["--float16"], "float16 dense tensors"),
     "resnet20-30": _resnet20_long(30, 6, ["--fold-bn", "--float16"],
                                   "batch norm folded and dense tensors float16"),
-    "resnet20-28": {**_resnet20_long(28, 4, ["--fold-bn", "--float16"],
-                                     "batch norm folded and dense tensors float16", bits=3),
-                    "ship": "resnet20-cifar10.dc"},
+    "resnet20-28": _resnet20_long(28, 4, ["--fold-bn", "--float16"],
+                                  "batch norm folded and dense tensors float16", bits=3),
+    "resnet20-28d": {**_resnet20_long(28, 4, ["--fold-bn", "--float16", "--dense-bits", "4"],
+                                      "batch norm folded, dense tensors float16 and shared by "
+                                      "4-bit k-means", bits=3, name="resnet20-28d"),
+                     "ship": "resnet20-cifar10.dc"},
     "resnet20-35": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
                  "pruning to 88% with distillation over 40 epochs, 3 bits per weight on "
@@ -144,7 +148,6 @@ RECIPES = {
                                 "--weight-decay", "1e-4", "--distill", "--bits", "auto:3",
                                 "--finetune-epochs", "8", "--fold-bn", "--float16"]),
         ],
-        "ship": "resnet20-cifar10.dc",
     },
     "resnet20": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): the 85% goal",
