@@ -306,12 +306,10 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, pad: int = 4, flip: bool = Tr
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
-    if flip:
-        flip = torch.rand(n, generator=g).to(dev) < 0.5
-    else:
-        flip = torch.zeros(n, dtype=torch.bool, device=dev)
+    mirrored = (torch.rand(n, generator=g).to(dev) < 0.5 if flip
+                else torch.zeros(n, dtype=torch.bool, device=dev))
     cols = torch.arange(w, device=dev)
-    cols = torch.where(flip[:, None], cols.flip(0), cols) + dx[:, None]          # [n, w]
+    cols = torch.where(mirrored[:, None], cols.flip(0), cols) + dx[:, None]      # [n, w]
     rows = torch.arange(h, device=dev) + dy[:, None]                              # [n, h]
     return padded[torch.arange(n, device=dev)[:, None, None, None],
                   torch.arange(c, device=dev)[None, :, None, None],

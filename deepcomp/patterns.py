@@ -25,12 +25,14 @@ class LayerSetting:
     made from (the text, or a ``{pattern: value}`` dict), kept so that records and run
     identities hold the setting as it was given; ``text`` is that as a string."""
 
-    def __init__(self, pairs: list[tuple[str, object]], default=None, text: str | None = None,
-                 source=None):
+    def __init__(self, pairs: list[tuple[str, object]], default=None, source=None):
         self.pairs = pairs
         self.default = default
-        self.text = text
-        self.source = source if source is not None else text
+        self.source = source
+
+    @property
+    def text(self) -> str | None:
+        return None if self.source is None else setting_text(self.source)
 
     def __repr__(self):
         if self.text is not None:
@@ -75,7 +77,7 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
     """Parse ``'0.75'`` or ``'*=0.75,conv1=0.3'``; numbers pass through unchanged."""
     if isinstance(text, LayerSetting):
         if default is not None and text.default is None:      # the caller's default for layers
-            return LayerSetting(text.pairs, default, text.text, text.source)   # no pattern names
+            return LayerSetting(text.pairs, default, text.source)     # no pattern names
         return text
     if isinstance(text, (int, float)):
         return LayerSetting([("*", text)])
@@ -96,7 +98,7 @@ def parse_setting(text, convert: Callable[[str], object] = float, what: str = "v
             raise UsageError(f"bad {what} {val.strip()!r} for {pat!r} in {text!r}") from None
     if not pairs and default is None:
         raise UsageError(f"empty per-layer setting {text!r}")
-    return LayerSetting(pairs, default, text=str(text))
+    return LayerSetting(pairs, default, source=str(text))
 
 
 def as_setting(value, what: str = "value", convert: Callable[[str], object] = float):
@@ -113,8 +115,8 @@ def as_setting(value, what: str = "value", convert: Callable[[str], object] = fl
             return int(value)
         return value
     if isinstance(value, dict):
-        parsed = parse_setting(setting_text(value), convert, what)
-        return LayerSetting(parsed.pairs, text=parsed.text, source=dict(value))
+        return LayerSetting(parse_setting(setting_text(value), convert, what).pairs,
+                            source=dict(value))
     if isinstance(value, str):
         return parse_setting(value, convert, what)
     raise UsageError(f"{what} must be a number, a {{pattern: value}} dict or per-layer text "

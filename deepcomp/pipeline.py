@@ -21,7 +21,7 @@ from .loading import load_stage
 from .models import create
 from .prune import PruneConfig, _setting, prunable_names, prune
 from .quantize import AutoBits, QuantizeConfig, layer_bits, quantize
-from .resume import Checkpoint, _first_difference, default_settings, fingerprint
+from .resume import Checkpoint, default_settings, fingerprint, same_run
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, arch_for, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate, fit
@@ -59,32 +59,29 @@ def stage_paths(out: str) -> dict:
     return {"pruned": f"{stem}.pruned.pt", "quantized": f"{stem}.quantized.pt", "encoded": out}
 
 
-def _key(stage: str, cfg, upstream: StageFile, data: Dataset | None) -> str:
-    """What a finished stage depends on, as its stage file records it (``pipeline_key``): the
-    same identity as its checkpoint's, :func:`deepcomp.resume.fingerprint`, as JSON."""
-    return json.dumps(fingerprint(stage, cfg.to_dict(), upstream,
-                                  data.spec if data is not None else None), sort_keys=True)
+def _identity(stage: str, cfg, upstream: StageFile, data: Dataset | None) -> dict:
+    """What a stage's result depends on (:func:`deepcomp.resume.fingerprint`): its checkpoint
+    holds it, and its finished stage file as JSON (``pipeline_key``)."""
+    return fingerprint(stage, cfg.to_dict(), upstream, data.spec if data is not None else None)
 
 
-def _same_key(old: str, new: str, cfg, upstream: StageFile) -> bool:
-    """Whether a finished stage's key ``old`` is ``new``; settings added since it was made
-    (absent from it) count as the same while they have their defaults."""
+def _same_key(old: str, new: dict, cfg, upstream: StageFile) -> bool:
+    """Whether a finished stage's key ``old`` names the identity ``new``; settings added since
+    it was made (absent from it) count as the same while they have their defaults."""
     try:
         old_obj = json.loads(old)
     except (TypeError, ValueError):
         return False
-    new_obj = json.loads(new)
     if isinstance(old_obj, list) and len(old_obj) == 3:
         # files made before 2026-12-05 keyed a stage by [settings, the upstream's history, arch]
         basis = [[r.get("stage"), r.get("wall_time")] for r in upstream.history]
         if old_obj[1:] != json.loads(json.dumps([basis, upstream.arch], default=str)):
             return False
-        old_obj = {**new_obj, "config": old_obj[0]}
-    return _first_difference(old_obj, new_obj,
-                             defaults={"config": default_settings(cfg)}) is None
+        old_obj = {**new, "config": old_obj[0]}
+    return same_run(old_obj, new, cfg)
 
 
-def _resume(path: str, key: str, cfg, upstream: StageFile, log,
+def _resume(path: str, identity: dict, cfg, upstream: StageFile, log,
             force: bool = False) -> StageFile | None:
     """The finished stage at ``path`` when the same request made it; None when there is none.
     A file there made by other settings (or not a stage file) is an error unless ``force``:
@@ -96,7 +93,7 @@ def _resume(path: str, key: str, cfg, upstream: StageFile, log,
     except DeepcompError:
         sf = None
     old = sf.history[-1].get("pipeline_key") if sf is not None and sf.history else None
-    if old is not None and _same_key(old, key, cfg, upstream):
+    if old is not None and _same_key(old, identity, cfg, upstream):
         log(f"resuming: {path} is finished, skipping its stage")
         return sf
     if not force:
@@ -122,9 +119,10 @@ def _preflight(sf: StageFile, cfg: "CompressConfig") -> None:
 
 
 def stage_checkpoint(out: str, stage: str, config, upstream: StageFile, data: Dataset | None,
-                     restart: bool = False, log=print):
-    """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume)."""
-    return Checkpoint(f"{out}.ckpt", json.loads(_key(stage, config, upstream, data)),
+                     restart: bool = False, log=print, identity: dict | None = None):
+    """The resumable checkpoint of a stage that writes ``out``: ``OUT.ckpt`` (deepcomp.resume);
+    ``identity``: the stage's, where the caller has it already (its input digested once)."""
+    return Checkpoint(f"{out}.ckpt", identity or _identity(stage, config, upstream, data),
                       restart=restart, log=log, defaults={"config": default_settings(config)})
 
 
@@ -142,27 +140,28 @@ def compress(sf: StageFile | torch.nn.Module, data: Dataset, out: str, config: C
     distill = cfg.prune.train.distill_weight > 0 or cfg.quantize.finetune.distill_weight > 0
     teacher = sf.build_model() if distill else None
 
-    key = _key("prune", cfg.prune, sf, data)
-    pruned = _resume(paths["pruned"], key, cfg.prune, sf, log, force)
+    ident = _identity("prune", cfg.prune, sf, data)
+    pruned = _resume(paths["pruned"], ident, cfg.prune, sf, log, force)
     if pruned is None:
         log("== prune")
-        ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log)
+        ckpt = stage_checkpoint(paths["pruned"], "prune", cfg.prune, sf, data, restart, log,
+                                ident)
         pruned = prune(sf, data, cfg.prune, log=log, teacher=teacher, checkpoint=ckpt)
-        pruned.history[-1]["pipeline_key"] = key
+        pruned.history[-1]["pipeline_key"] = json.dumps(ident, sort_keys=True)
         save_stage(paths["pruned"], pruned)
         ckpt.remove()
 
-    key = _key("quantize", cfg.quantize, pruned, data)
-    quantized = _resume(paths["quantized"], key, cfg.quantize, pruned, log, force)
+    ident = _identity("quantize", cfg.quantize, pruned, data)
+    quantized = _resume(paths["quantized"], ident, cfg.quantize, pruned, log, force)
     if quantized is None and os.path.exists(out) and not force:
         raise UsageError(f"{out} exists and was not made by these settings: give --force to "
                          "replace it, or another output name")
     if quantized is None:
         log("== quantize")
         ckpt = stage_checkpoint(paths["quantized"], "quantize", cfg.quantize, pruned, data,
-                                restart, log)
+                                restart, log, ident)
         quantized = quantize(pruned, data, cfg.quantize, teacher=teacher, checkpoint=ckpt)
-        quantized.history[-1]["pipeline_key"] = key
+        quantized.history[-1]["pipeline_key"] = json.dumps(ident, sort_keys=True)
         save_stage(paths["quantized"], quantized)
         ckpt.remove()
 

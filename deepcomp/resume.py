@@ -27,7 +27,7 @@ from .errors import CheckpointError, DeepcompError
 from .stagefile import atomic_write
 
 __all__ = ["Checkpoint", "Stopped", "stop_requested", "handle_stop_signals", "fingerprint",
-           "settings", "default_settings",
+           "settings", "default_settings", "same_run",
            "save_then_check", "training"]
 
 CKPT_FORMAT = "deepcomp-resume/1"
@@ -141,6 +141,12 @@ def fingerprint(stage: str, config: dict, upstream, data_spec: str | None) -> di
     return _plain({"stage": stage, "config": settings(config), "data": data_spec,
                    "arch": upstream.arch,
                    "input": state_digest(upstream.state_dict, upstream.masks)})
+
+
+def same_run(old, new: dict, config) -> bool:
+    """Whether the identity ``old`` (a fingerprint as read back) names the run ``new`` does,
+    settings ``old`` lacks read against the defaults of ``config``'s class."""
+    return _first_difference(old, new, defaults={"config": default_settings(config)}) is None
 
 
 def _first_difference(old, new, path="", defaults=None) -> str | None:

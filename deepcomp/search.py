@@ -47,7 +47,7 @@ from .loading import load_stage
 from .pipeline import lossy_metrics, stage_paths
 from .prune import PruneConfig, _default_retrain_lr, prune, prunable_names, sparsity_of
 from .quantize import QuantizeConfig, quantize
-from .resume import Checkpoint, Stopped, _first_difference, default_settings, fingerprint
+from .resume import Checkpoint, Stopped, fingerprint, same_run
 from .sizes import format_ratio, stage_sizes
 from .stagefile import StageFile, as_stage, save_stage, stage_record
 from .train import TrainConfig, evaluate
@@ -206,8 +206,7 @@ class _Search:
             old_fp, new_fp = json.loads(old_fp), json.loads(new_fp)
         except (TypeError, ValueError):
             return False
-        return old_name == new_name and _first_difference(
-            old_fp, new_fp, defaults={"config": default_settings(self.cfg)}) is None
+        return old_name == new_name and same_run(old_fp, new_fp, self.cfg)
 
     def _resuming(self, line: str) -> None:
         """deepcomp.prune's log, reduced to where it resumes (its rounds are the search's steps)."""
