@@ -413,6 +413,9 @@ def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
             sf.state_dict[k] = torch.randn(v.shape, generator=g) * 0.3
         elif k.endswith(("running_var", "bn1.weight", "bn2.weight")):
             sf.state_dict[k] = torch.rand(v.shape, generator=g) + 0.5
+    sf.data["input_size"] = [3, 32, 32]          # what the graph the folding reads needs
+    k = "layer1.0.conv2.weight"                  # input channel 3 pruned whole
+    sf.masks[k][:, 3], sf.state_dict[k][:, 3], sf.quant[k]["indices"][:, 3] = False, 0, -1
     exact, rec = encode_stage(sf)
     folded, rec_f = encode_stage(sf, EncodeConfig(fold_batchnorm=True))
     assert rec_f["lossy"] == "folded batch norm"
@@ -424,8 +427,58 @@ def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
     with torch.no_grad():
         want, got = sf.build_model().eval()(x), back.build_model().eval()(x)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
+    sd = back.state_dict             # what no output reads is zero: a filter pruned whole ...
+    dead = ~(sd["layer1.0.conv1.weight"] != 0).flatten(1).any(1)
+    assert 0 < dead.sum() < dead.numel() and not sd["layer1.0.bn1.weight"][dead].any()
+    assert sd["layer1.0.bn1.bias"][dead].all()                  # (its shift is still read)
+    unread = ~(sd["layer1.0.conv2.weight"] != 0).transpose(0, 1).flatten(1).any(1)
+    assert 0 < unread.sum() < unread.numel()                    # ... or a column pruned whole
+    assert not sd["layer1.0.bn1.bias"][unread].any() and not sd["layer1.0.bn1.weight"][unread].any()
+    assert sd["layer3.2.bn2.bias"].all()         # read by the sum with the shortcut: kept
     with pytest.raises(errors.UsageError, match="no batch norm"):
         encode_stage(tiny_stage(), EncodeConfig(fold_batchnorm=True))
+
+
+def test_mantissa_bits_round_biases_and_batch_norm_and_shrink_the_dense_block():
+    from deepcomp.encode import round_mantissa
+    sf = synthetic_stage("resnet20")
+    g = torch.Generator().manual_seed(1)
+    for k, v in sf.state_dict.items():           # shifts near zero beside scales near one
+        if k.endswith("running_var") or k.endswith(("bn1.weight", "bn2.weight")):
+            sf.state_dict[k] = torch.rand(v.shape, generator=g) + 0.5
+        elif k.endswith(("bn1.bias", "bn2.bias")):
+            sf.state_dict[k] = torch.randn(v.shape, generator=g) * 0.01
+    exact, rec = encode_stage(sf, EncodeConfig(float16=True))
+    cfg = EncodeConfig(float16=True, mantissa_bits=4)
+    rounded, rec_r = encode_stage(sf, cfg)
+    assert rec_r["lossy"] == "float16, 4-bit mantissas"
+    assert rec_r["sizes"]["breakdown"]["dense"] < 0.8 * rec["sizes"]["breakdown"]["dense"]
+    back = decode_bytes(rounded)
+    assert_same_stage(stored_stage(sf, cfg), back)
+    sd, want = back.state_dict, sf.state_dict
+    for k in sd:
+        if k in sf.masks or k in sf.quant or not want[k].is_floating_point():
+            assert torch.equal(sd[k], want[k]), k                     # weights and counters
+            continue
+        if k.endswith(("running_mean", "running_var")):
+            assert torch.equal(sd[k], want[k].half().float()), k      # statistics: float16 only
+            continue
+        if "bn" in k and k.endswith(".bias"):
+            scale = sd[k.replace(".bias", ".weight")]
+            ref = torch.maximum(want[k].abs(), scale.abs())  # the scale's precision, not its own
+            assert ((sd[k] - want[k]).abs() <= ref * 2.0 ** -5 + 1e-7).all(), k
+            assert torch.equal(round_mantissa(sd[k], 4, scale), sd[k]), k
+        else:
+            assert ((sd[k] - want[k]).abs() <= want[k].abs() * 2.0 ** -5 + 1e-7).all(), k
+            assert torch.equal(round_mantissa(sd[k], 4), sd[k]), k
+    shifts = torch.cat([sd[k] for k in sd if k.endswith("bn1.bias")])
+    assert (shifts == 0).float().mean() > 0.5     # below the scale's last bit: zero
+    assert_same_stage(decode_bytes(encode_stage(back, cfg)[0]), back)   # again: no change
+    assert round_mantissa(torch.tensor([1.0, 1.03, -1.03, 0.0, 3e-9]), 4).tolist() == \
+        [1.0, 1.0, -1.0, 0.0, round_mantissa(torch.tensor([3e-9]), 4).item()]
+    assert round_mantissa(torch.tensor([1.0 + 2 ** -5]), 4).item() == 1.0        # ties to even
+    with pytest.raises(errors.UsageError, match="must lie in 1..23"):
+        encode_stage(sf, EncodeConfig(mantissa_bits=24))
 
 
 def test_dense_bits_shares_the_biases_where_that_is_smaller(tmp_path):

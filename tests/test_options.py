@@ -32,7 +32,8 @@ def test_every_numeric_option_has_a_range():
     names = {o for _, o, _, _ in OPTIONS}
     for opt in ("--lr", "--epochs", "--batch-size", "--momentum", "--weight-decay",
                 "--warmup-epochs", "--retrain-lr", "--finetune-lr", "--sensitivity",
-                "--sparsity", "--bits", "--max-drop", "--dense-bits", "--distill-weight",
+                "--sparsity", "--bits", "--max-drop", "--dense-bits", "--mantissa-bits",
+                "--distill-weight",
                 "--distill-temperature", "--mask-every", "--ramp-fraction", "--min-keep"):
         assert opt in names, opt
 

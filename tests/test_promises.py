@@ -85,14 +85,16 @@ def test_report_plot_writes_its_pngs(pruned_files, capsys, monkeypatch):
     assert all(open(os.path.join("plots", n), "rb").read(8) == PNG for n in names)
 
 
-@pytest.mark.parametrize("config", [EncodeConfig(float16=True), EncodeConfig(dense_bits=2)],
-                         ids=["float16", "dense-bits 2"])
+@pytest.mark.parametrize("config", [EncodeConfig(float16=True), EncodeConfig(dense_bits=2),
+                                    EncodeConfig(mantissa_bits=2)],
+                         ids=["float16", "dense-bits 2", "mantissa-bits 2"])
 def test_a_lossy_encoding_is_measured_again_on_the_data(tmp_path, trained_lenet, digits,
                                                         capsys, config):
     """README: lossy encodings are re-evaluated with --data; the report's top-1 is what the
     file restores, not the stage before."""
     save_stage(tmp_path / "lenet.pt", trained_lenet)
-    flags = ["--float16"] if config.float16 else ["--dense-bits", str(config.dense_bits)]
+    flags = (["--float16"] if config.float16 else ["--dense-bits", str(config.dense_bits)]
+             if config.dense_bits else ["--mantissa-bits", str(config.mantissa_bits)])
     assert main(["encode", str(tmp_path / "lenet.pt"), *flags, "--data", "digits",
                  "-o", str(tmp_path / "m.dc")]) == 0
     rec = read_dc(str(tmp_path / "m.dc")).history[-1]
