@@ -8,7 +8,10 @@
     python tools/reproduce.py resnet20-27   # the same over 27 epochs, sensitivity bits, float16 dense
     python tools/reproduce.py resnet20-30   # 6 fine-tuning epochs, batch norm folded (same pruning)
     python tools/reproduce.py resnet20-28   # 3 bits, 4 fine-tuning epochs
-    python tools/reproduce.py resnet20-28d  # the same, biases and batch norm shared (shipped)
+    python tools/reproduce.py resnet20-28d  # the same, biases and batch norm shared
+    python tools/reproduce.py resnet20-28m  # the same, rounded to 5 mantissa bits first (shipped)
+    python tools/reproduce.py resnet20-35   # LAMP 88% over 40 epochs, 8 fine-tuning epochs
+    python tools/reproduce.py resnet20-60   # the same pruning, 20 fine-tuning, 5-bit mantissas
     python tools/reproduce.py study-schemes  # a pruning study of docs/STUDIES.md (tools/studies.py)
 
 Each recipe runs real `deepcomp` commands (printed as they run), times them, and writes
@@ -39,6 +42,24 @@ CIFAR = f"cifar10:{SHARED / 'data' / 'cifar-10-batches-py'}"
 RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 
 LENET300_TRAIN = ["train", "--model", "lenet300", "--data", MNIST, "--epochs", "30", "--lr", "0.1"]
+
+
+def _resnet20_88(finetune: int, encoding: list, name: str, what: str) -> dict:
+    """Gradual LAMP pruning to 88% over 40 epochs with distillation, 3 bits per weight on
+    average from a sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding."""
+    return {
+        "title": f"ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
+                 f"pruning to 88% with distillation over 40 epochs, 3 bits per weight on "
+                 f"average from a sensitivity scan, {finetune} fine-tuning epochs, {what} "
+                 f"(lossy, re-evaluated): {40 + finetune} epochs in all",
+        "steps": [
+            (f"{name}.dc", ["compress", str(RESNET20), "--model", "resnet20", "--data", CIFAR,
+                            "--method", "lamp", "--sparsity", "0.88", "--gradual",
+                            "--retrain-epochs", "40", "--retrain-lr", "0.02",
+                            "--weight-decay", "1e-4", "--distill", "--bits", "auto:3",
+                            "--finetune-epochs", str(finetune), *encoding]),
+        ],
+    }
 
 
 def _resnet20_long(epochs: int, finetune: int, encoding: list, what: str, bits: float = 4,
@@ -134,21 +155,18 @@ RECIPES = {
                                   "batch norm folded and dense tensors float16", bits=3),
     "resnet20-28d": {**_resnet20_long(28, 4, ["--fold-bn", "--float16", "--dense-bits", "4"],
                                       "batch norm folded, dense tensors float16 and shared by "
-                                      "4-bit k-means", bits=3, name="resnet20-28d"),
+                                      "4-bit k-means", bits=3, name="resnet20-28d")},
+    "resnet20-28m": {**_resnet20_long(28, 4, ["--fold-bn", "--float16", "--mantissa-bits", "5",
+                                              "--dense-bits", "4"],
+                                      "batch norm folded, dense tensors float16 with 5-bit "
+                                      "mantissas and shared by 4-bit k-means", bits=3,
+                                      name="resnet20-28m"),
                      "ship": "resnet20-cifar10.dc"},
-    "resnet20-35": {
-        "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 "pruning to 88% with distillation over 40 epochs, 3 bits per weight on "
-                 "average from a sensitivity scan, 8 fine-tuning epochs, batch norm folded "
-                 "and dense tensors float16 (lossy, re-evaluated): 48 epochs in all",
-        "steps": [
-            ("resnet20-35.dc", ["compress", str(RESNET20), "--model", "resnet20",
-                                "--data", CIFAR, "--method", "lamp", "--sparsity", "0.88",
-                                "--gradual", "--retrain-epochs", "40", "--retrain-lr", "0.02",
-                                "--weight-decay", "1e-4", "--distill", "--bits", "auto:3",
-                                "--finetune-epochs", "8", "--fold-bn", "--float16"]),
-        ],
-    },
+    "resnet20-35": _resnet20_88(8, ["--fold-bn", "--float16"], "resnet20-35",
+                                "batch norm folded and dense tensors float16"),
+    "resnet20-60": _resnet20_88(20, ["--fold-bn", "--float16", "--mantissa-bits", "5"],
+                                "resnet20-60", "batch norm folded, dense tensors float16 "
+                                "with 5-bit mantissas"),
     "resnet20": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): the 85% goal",
         "steps": [
