@@ -92,7 +92,7 @@ RANGES = {
     "max_images": Range(int, 1, 1 << 30),
     "max_drop": Range(float, 0, 100),
     "dense_bits": Range(int, 0, 12),
-    "mantissa_bits": Range(int, 0, 23),
+    "mantissa_bits": Range(int, 0, 10),
     "bits": Range(int, 1, 12),
     "auto_bits": Range(float, 2, 8),
 }

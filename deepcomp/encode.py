@@ -58,8 +58,8 @@ class EncodeConfig:
     # sharing (section 3) applied to what it keeps at 32 bits, stored as a ``quantized_dense``
     # tensor where that is smaller (docs/FORMAT.md). Lossy, re-evaluated, not fine-tuned; 0: off.
     dense_bits: int = 0
-    # Round each bias and batch norm scale to ``mantissa_bits`` bits after its leading one
-    # (float16 keeps 10, bfloat16 7), and each batch norm shift to the precision of its
+    # Round each bias and batch norm scale to ``mantissa_bits`` (1..10) bits after its leading
+    # one (float16 keeps 10, bfloat16 7), and each batch norm shift to the precision of its
     # channel's scale (the shift's error then counts against the channel's unit-variance
     # input, not against the shift's own size, which may be near zero). The values still store
     # as float16, and their zero low bits deflate away in the dense block (docs/FORMAT.md).
@@ -222,9 +222,11 @@ def zero_unread_channels(sf, sd: dict) -> dict:
     channel pruned whole. The outputs stay exactly the same. Found on the traced graph
     (deepcomp.graph, which needs the data's input size); a model the tracer does not follow
     is left as it is."""
+    if not sf.data.get("input_size"):
+        return sd
     try:
         graph = trace_graph(sf.build_model(), sf.data["input_size"])
-    except (KeyError, UsageError):
+    except UsageError:
         return sd
     readers, uses = [[] for _ in graph], Counter()
     for i, (_, inputs, attrs) in enumerate(graph):
@@ -268,28 +270,30 @@ def stored_stage(sf, config: EncodeConfig):
     return sf
 
 
-def check_dense_bits(bits: int) -> None:
+def check_dense_bits(bits) -> None:
     """:attr:`EncodeConfig.dense_bits` is 0 (off) or 1..MAX_BITS, the format's index widths."""
-    if not 0 <= bits <= MAX_BITS:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_BITS:
         raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS} (or 0: off), "
-                         f"got {bits}")
+                         f"got {bits!r}")
 
 
-def check_mantissa_bits(bits: int) -> None:
-    """:attr:`EncodeConfig.mantissa_bits` is 0 (off) or 1..23 (float32 has 23)."""
-    if not 0 <= bits <= 23:
-        raise UsageError(f"mantissa_bits (--mantissa-bits) must lie in 1..23 (or 0: off), "
-                         f"got {bits}")
+def check_mantissa_bits(bits) -> None:
+    """:attr:`EncodeConfig.mantissa_bits` is 0 (off) or 1..10 (float16 keeps 10)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 10:
+        raise UsageError(f"mantissa_bits (--mantissa-bits) must lie in 1..10 (or 0: off), "
+                         f"got {bits!r}")
 
 
 def round_mantissa(t: torch.Tensor, bits: int, scale: torch.Tensor | None = None):
     """``t`` rounded to the nearest multiple (ties to even) of ``2**(e - bits)``, where
     ``2**e`` is the leading power of two of ``|t|``, or of ``max(|t|, |scale|)`` elementwise
-    where a ``scale`` is given. Rounding again changes nothing."""
+    where a ``scale`` is given, and never to a finer step than float16's smallest (2**-24): with
+    ``bits <= 10`` every result within float16's range is a float16 number. Rounding again
+    changes nothing."""
     x = t.double()
     ref = x.abs() if scale is None else torch.maximum(x.abs(), scale.double().abs())
     _, e = torch.frexp(ref)                                 # ref = m * 2**e, 1/2 <= m < 1
-    step = torch.ldexp(torch.ones_like(x), e - 1 - bits)
+    step = torch.ldexp(torch.ones_like(x), (e - 1 - bits).clamp_min(-24))
     return (torch.round(x / step) * step).to(t.dtype)
 
 
@@ -297,7 +301,8 @@ def round_mantissas(sf, bits: int):
     """``sf`` with its biases and batch norm scales rounded to ``bits`` mantissa bits and its
     batch norm shifts to the precision of their scales (:attr:`EncodeConfig.mantissa_bits`).
     One-dimensional floating-point parameters that are not pruned, quantized, tied or
-    non-finite; buffers (running statistics) are left as they are."""
+    non-finite, and whose rounded values lie within float16's range (so they store as float16
+    numbers); buffers (running statistics) are left as they are."""
     check_mantissa_bits(bits)
     tied = {n for pair in sf.aliases().items() for n in pair}
     sd = dict(sf.state_dict)
@@ -314,11 +319,15 @@ def round_mantissas(sf, bits: int):
             w, b = (f"{name}.{k}".lstrip(".") for k in ("weight", "bias"))
             if dense(w) and dense(b):
                 shifts[b] = w
+    def put(k, rounded):
+        if rounded.abs().max() <= torch.finfo(torch.float16).max:   # else left as it is
+            sd[k] = rounded
+
     for k, _ in model.named_parameters():
         if dense(k) and k not in shifts:
-            sd[k] = round_mantissa(sd[k], bits)
+            put(k, round_mantissa(sd[k], bits))
     for b, w in shifts.items():                             # against the scale as stored
-        sd[b] = round_mantissa(sd[b], bits, sd[w])
+        put(b, round_mantissa(sd[b], bits, sd[w]))
     return replace(sf, state_dict=sd)
 
 

@@ -106,7 +106,7 @@ NO_OPS = [   # each once exited 0 having ignored what it was told (issue 12), or
      "the model was made for [1, 8, 8]"),
     (["encode", "lenet.pt", "--fold-bn", "-o", "y.dc"], 2, "no batch norm to fold"),
     (["encode", "lenet.pt", "--dense-bits", "13", "-o", "y.dc"], 2, "--dense-bits: 13 is out of range (0 <= value <= 12"),
-    (["encode", "lenet.pt", "--mantissa-bits", "24", "-o", "y.dc"], 2, "--mantissa-bits: 24 is out of range (0 <= value <= 23"),
+    (["encode", "lenet.pt", "--mantissa-bits", "11", "-o", "y.dc"], 2, "--mantissa-bits: 11 is out of range (0 <= value <= 10"),
     (["report", "lenet.pt", "--layer", "fc1"], 2, "--layer does not apply"),
     (["decode", "full.dc", "-o", "full.dc"], 2, "is an input of this command"),
     (["prune", "lenet.pt", "-o", "lenet.pt"], 2, "give --force"),

@@ -4,6 +4,7 @@ import json
 import os
 import random
 import struct
+import sys
 import zlib
 
 import pytest
@@ -405,7 +406,7 @@ def test_float16_is_opt_in_and_marked_lossy():
     assert torch.equal(back["fc1.weight"], sf.state_dict["fc1.weight"])   # codebooks stay exact
 
 
-def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
+def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block(monkeypatch):
     sf = synthetic_stage("resnet20")
     g = torch.Generator().manual_seed(0)
     for k, v in sf.state_dict.items():           # batch norms as training leaves them
@@ -434,9 +435,56 @@ def test_fold_bn_keeps_the_outputs_and_shrinks_the_dense_block():
     unread = ~(sd["layer1.0.conv2.weight"] != 0).transpose(0, 1).flatten(1).any(1)
     assert 0 < unread.sum() < unread.numel()                    # ... or a column pruned whole
     assert not sd["layer1.0.bn1.bias"][unread].any() and not sd["layer1.0.bn1.weight"][unread].any()
-    assert sd["layer3.2.bn2.bias"].all()         # read by the sum with the shortcut: kept
+    monkeypatch.setattr(sys.modules["deepcomp.encode"], "zero_unread_channels",
+                        lambda sf, sd: sd)       # folding alone: exactly the same outputs
+    plain = decode_bytes(encode_stage(sf, EncodeConfig(fold_batchnorm=True))[0])
+    assert not all(torch.equal(plain.state_dict[k], sd[k]) for k in sd)
+    with torch.no_grad():
+        assert torch.equal(plain.build_model().eval()(x), back.build_model().eval()(x))
     with pytest.raises(errors.UsageError, match="no batch norm"):
         encode_stage(tiny_stage(), EncodeConfig(fold_batchnorm=True))
+
+
+class _Guards(nn.Module):
+    """Where a zero channel does not make a batch norm value unread: a convolution with a
+    bias, a grouped reader, a module called twice, statistics not folded."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)                       # with a bias
+        self.bn_a = nn.BatchNorm2d(4)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)  # a grouped reader
+        self.bn_b = nn.BatchNorm2d(4)
+        self.c1, self.c2 = nn.Conv2d(4, 4, 1, bias=False), nn.Conv2d(4, 4, 1, bias=False)
+        self.bn_twice = nn.BatchNorm2d(4)                            # called twice
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.bn_b(self.b(torch.relu(self.bn_a(self.a(x)))))
+        x = torch.relu(self.bn_twice(self.c1(torch.relu(x))))
+        x = torch.relu(self.bn_twice(self.c2(x)))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def test_fold_bn_zeroes_only_what_no_output_reads():
+    from deepcomp.encode import zero_unread_channels
+    torch.manual_seed(0)
+    m = _Guards()
+    with torch.no_grad():
+        m.a.weight[0], m.b.weight[:, 1], m.b.weight[3], m.c1.weight[2] = 0, 0, 0, 0
+        for bn in (m.bn_a, m.bn_b, m.bn_twice):
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-1, 1), bn.running_mean.uniform_(-1, 1)
+    sf = StageFile.from_module(m, {"spec": "synthetic", "input_size": [3, 8, 8]})
+    folded = stored_stage(sf, EncodeConfig(fold_batchnorm=True)).state_dict
+    assert folded["bn_b.weight"][3] == 0 and folded["bn_b.weight"][:3].all()  # no bias: unread
+    assert folded["bn_a.weight"].all() and folded["bn_a.bias"].all()   # bias; grouped reader
+    assert folded["bn_twice.weight"].all()                             # c2 feeds it too
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(m.eval()(x), (lambda f: (f.load_state_dict(folded), f)[1])(
+            _Guards()).eval()(x), rtol=1e-5, atol=1e-6)
+    unfolded = zero_unread_channels(sf, dict(sf.state_dict))          # mean not zero: read
+    assert unfolded["bn_b.weight"].all()
 
 
 def test_mantissa_bits_round_biases_and_batch_norm_and_shrink_the_dense_block():
@@ -477,8 +525,15 @@ def test_mantissa_bits_round_biases_and_batch_norm_and_shrink_the_dense_block():
     assert round_mantissa(torch.tensor([1.0, 1.03, -1.03, 0.0, 3e-9]), 4).tolist() == \
         [1.0, 1.0, -1.0, 0.0, round_mantissa(torch.tensor([3e-9]), 4).item()]
     assert round_mantissa(torch.tensor([1.0 + 2 ** -5]), 4).item() == 1.0        # ties to even
-    with pytest.raises(errors.UsageError, match="must lie in 1..23"):
-        encode_stage(sf, EncodeConfig(mantissa_bits=24))
+    for bad in (11, True, 2.5):
+        with pytest.raises(errors.UsageError, match="must lie in 1..10"):
+            encode_stage(sf, EncodeConfig(mantissa_bits=bad))
+    big = StageFile.from_module(nn.Linear(2, 2))         # rounding up would leave float16
+    big.state_dict["bias"] = torch.tensor([65500.0, -0.3])
+    kept = stored_stage(big, EncodeConfig(float16=True, mantissa_bits=5)).state_dict["bias"]
+    assert torch.equal(kept, torch.tensor([65504.0, -0.3]).half().float())
+    tiny = round_mantissa(torch.tensor([3e-9, 2.9e-7, -0.25]), 5)     # float16 numbers all
+    assert torch.equal(tiny.half().float(), tiny)
 
 
 def test_dense_bits_shares_the_biases_where_that_is_smaller(tmp_path):
