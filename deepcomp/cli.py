@@ -691,7 +691,7 @@ def _not_applying(a):
         for dest in ("sparsity", "sensitivity", "iterations", "gradual", "mask_every",
                      "ramp_fraction", "bits", "init"):
             yield dest, "--max-drop searches sparsity and bits itself"
-    if cmd == "encode" and not (a.float16 or a.fold_bn or a.dense_bits or a.mantissa_bits):
+    if cmd == "encode" and not _lossy_flags(a):
         why = ("is only used to measure the weights of --float16, --fold-bn, --dense-bits or "
                "--mantissa-bits")
         yield "data", f"the data set {why}"

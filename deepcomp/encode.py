@@ -233,9 +233,9 @@ def zero_unread_channels(sf, sd: dict) -> dict:
         for j in inputs:
             readers[j].append(i)
         uses.update(v for v in attrs.values() if isinstance(v, str))
-    sd = dict(sd)
+    sd, coded = dict(sd), set(sf.masks) | set(sf.quant)
     for i, (op, inputs, bn) in enumerate(graph):
-        if op != "batchnorm" or {bn["weight"], bn["bias"]} & (set(sf.masks) | set(sf.quant)) \
+        if op != "batchnorm" or {bn["weight"], bn["bias"]} & coded \
                 or uses[bn["weight"]] + uses[bn["bias"]] > 2:     # a module called twice
             continue
         scale, shift = sd[bn["weight"]].clone(), sd[bn["bias"]].clone()
@@ -270,18 +270,21 @@ def stored_stage(sf, config: EncodeConfig):
     return sf
 
 
+def _check_width(bits, top: int, field: str) -> None:
+    """``bits`` is an int, 0 (off) or 1..``top``; ``field`` the EncodeConfig field."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= top:
+        raise UsageError(f"{field} (--{field.replace('_', '-')}) must lie in 1..{top} "
+                         f"(or 0: off), got {bits!r}")
+
+
 def check_dense_bits(bits) -> None:
     """:attr:`EncodeConfig.dense_bits` is 0 (off) or 1..MAX_BITS, the format's index widths."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= MAX_BITS:
-        raise UsageError(f"dense_bits (--dense-bits) must lie in 1..{MAX_BITS} (or 0: off), "
-                         f"got {bits!r}")
+    _check_width(bits, MAX_BITS, "dense_bits")
 
 
 def check_mantissa_bits(bits) -> None:
     """:attr:`EncodeConfig.mantissa_bits` is 0 (off) or 1..10 (float16 keeps 10)."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 10:
-        raise UsageError(f"mantissa_bits (--mantissa-bits) must lie in 1..10 (or 0: off), "
-                         f"got {bits!r}")
+    _check_width(bits, 10, "mantissa_bits")
 
 
 def round_mantissa(t: torch.Tensor, bits: int, scale: torch.Tensor | None = None):
@@ -319,6 +322,7 @@ def round_mantissas(sf, bits: int):
             w, b = (f"{name}.{k}".lstrip(".") for k in ("weight", "bias"))
             if dense(w) and dense(b):
                 shifts[b] = w
+
     def put(k, rounded):
         if rounded.abs().max() <= torch.finfo(torch.float16).max:   # else left as it is
             sd[k] = rounded

@@ -44,37 +44,21 @@ RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
 LENET300_TRAIN = ["train", "--model", "lenet300", "--data", MNIST, "--epochs", "30", "--lr", "0.1"]
 
 
-def _resnet20_88(finetune: int, encoding: list, name: str, what: str) -> dict:
-    """Gradual LAMP pruning to 88% over 40 epochs with distillation, 3 bits per weight on
-    average from a sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding."""
-    return {
-        "title": f"ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 f"pruning to 88% with distillation over 40 epochs, 3 bits per weight on "
-                 f"average from a sensitivity scan, {finetune} fine-tuning epochs, {what} "
-                 f"(lossy, re-evaluated): {40 + finetune} epochs in all",
-        "steps": [
-            (f"{name}.dc", ["compress", str(RESNET20), "--model", "resnet20", "--data", CIFAR,
-                            "--method", "lamp", "--sparsity", "0.88", "--gradual",
-                            "--retrain-epochs", "40", "--retrain-lr", "0.02",
-                            "--weight-decay", "1e-4", "--distill", "--bits", "auto:3",
-                            "--finetune-epochs", str(finetune), *encoding]),
-        ],
-    }
-
-
 def _resnet20_long(epochs: int, finetune: int, encoding: list, what: str, bits: float = 4,
-                   name: str | None = None) -> dict:
-    """Gradual LAMP pruning to 85% over 24 epochs with distillation, ``bits`` bits on average
-    from a sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy encoding (re-evaluated)."""
+                   name: str | None = None, sparsity: float = 0.85, retrain: int = 24) -> dict:
+    """Gradual LAMP pruning to ``sparsity`` over ``retrain`` epochs with distillation, ``bits``
+    bits on average from a sensitivity scan, ``finetune`` epochs of fine-tuning, a lossy
+    encoding (re-evaluated): ``epochs`` in all."""
     return {
         "title": f"ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): gradual LAMP "
-                 f"pruning to 85% with distillation over 24 epochs, {bits:g} bits per weight on "
-                 f"average from a sensitivity scan, {finetune} fine-tuning epochs, {what} (lossy, "
-                 f"re-evaluated): {epochs} epochs in all",
+                 f"pruning to {sparsity:.0%} with distillation over {retrain} epochs, {bits:g} "
+                 f"bits per weight on average from a sensitivity scan, {finetune} fine-tuning "
+                 f"epochs, {what} (lossy, re-evaluated): {epochs} epochs in all",
         "steps": [
             (f"{name or f'resnet20-{epochs}'}.dc", ["compress", str(RESNET20), "--model", "resnet20",
-                                       "--data", CIFAR, "--method", "lamp", "--sparsity", "0.85",
-                                       "--gradual", "--retrain-epochs", "24",
+                                       "--data", CIFAR, "--method", "lamp",
+                                       "--sparsity", f"{sparsity:g}", "--gradual",
+                                       "--retrain-epochs", str(retrain),
                                        "--retrain-lr", "0.02", "--weight-decay", "1e-4",
                                        "--distill", "--bits", f"auto:{bits:g}",
                                        "--finetune-epochs", str(finetune), *encoding]),
@@ -162,11 +146,12 @@ RECIPES = {
                                       "mantissas and shared by 4-bit k-means", bits=3,
                                       name="resnet20-28m"),
                      "ship": "resnet20-cifar10.dc"},
-    "resnet20-35": _resnet20_88(8, ["--fold-bn", "--float16"], "resnet20-35",
-                                "batch norm folded and dense tensors float16"),
-    "resnet20-60": _resnet20_88(20, ["--fold-bn", "--float16", "--mantissa-bits", "5"],
-                                "resnet20-60", "batch norm folded, dense tensors float16 "
-                                "with 5-bit mantissas"),
+    "resnet20-35": _resnet20_long(48, 8, ["--fold-bn", "--float16"],
+                                  "batch norm folded and dense tensors float16", bits=3,
+                                  name="resnet20-35", sparsity=0.88, retrain=40),
+    "resnet20-60": _resnet20_long(60, 20, ["--fold-bn", "--float16", "--mantissa-bits", "5"],
+                                  "batch norm folded, dense tensors float16 with 5-bit mantissas",
+                                  bits=3, sparsity=0.88, retrain=40),
     "resnet20": {
         "title": "ResNet-20 on CIFAR-10 from the pretrained file (91.73% top-1): the 85% goal",
         "steps": [
